@@ -1,0 +1,184 @@
+"""All configuration in one typed place, read from the environment (and an optional .env file).
+
+Names follow the deployment: KAFKA_*, S3_* / AWS_*, INDEX_TTS_* (the seed's names), WORKER_*, HTTP_*.
+Secrets are SecretStr so they never print; `librdkafka_config()` / `boto3_kwargs()` are the only
+places they are unwrapped, straight into the client libraries.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "tts-processor"
+    request_topic: str = "tts.requests"
+    result_topic: str = "tts.results"
+    progress_topic: str = "tts.progress"
+    health_topic: str = "tts.health"
+    dlq_topic: str = "tts.requests.dlq"
+    group_protocol: Literal["classic", "consumer"] = "classic"
+    # Static membership: group.instance.id = worker id (the StatefulSet pod name), so a restarted pod
+    # gets its partitions back without a rebalance storm.
+    static_membership: bool = False
+    session_timeout_ms: int = Field(default=45000, ge=6000)
+    max_poll_interval_ms: int = Field(default=300000, ge=10000)
+    transaction_timeout_ms: int = Field(default=60000, ge=1000)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    # Any other librdkafka property, as a JSON object: KAFKA_EXTRA='{"socket.keepalive.enable": true}'.
+    extra: dict[str, str | int | bool] = Field(default_factory=dict)
+
+    def librdkafka_common(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        conf.update(self.extra)
+        return conf
+
+
+class S3Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="S3_", extra="ignore", populate_by_name=True)
+
+    endpoint_url: str | None = None
+    region: str = Field(default="us-east-1", validation_alias=AliasChoices("S3_REGION", "AWS_REGION"))
+    bucket: str = "tts-audio"
+    access_key_id: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+    )
+    secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+    )
+    # Buckets reference audio may be read from (comma-separated). The output bucket is always allowed.
+    allowed_buckets: str = ""
+    voices_prefix: str = "voices"
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    max_reference_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    reference_cache_dir: str = Field(default_factory=lambda: os.path.join(_cache_home(), "references"))
+    reference_cache_bytes: int = Field(default=2 * 1024**3, ge=0)
+
+    def allowed(self) -> frozenset[str]:
+        names = {b.strip() for b in self.allowed_buckets.split(",") if b.strip()}
+        return frozenset(names | {self.bucket})
+
+
+class EngineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INDEX_TTS_", extra="ignore")
+
+    # Python path of an engine factory; the default is the product engine. Tests and benchmarks
+    # point it at stand-ins (e.g. tests.support.tone_engine:ToneEngine).
+    engine: str = "processor.engine.indextts2:IndexTTS2Engine"
+    model_dir: str = "checkpoints"
+    device: str = "auto"
+    use_fp16: bool = False
+    use_deepspeed: bool = False
+    use_cuda_kernel: bool = False
+    accel: bool = False
+    compile: bool = False
+    auto_download: bool = False
+    hf_home: str | None = Field(default=None, validation_alias=AliasChoices("HF_HOME", "INDEX_TTS_HF_HOME"))
+    # Conditioning LRU bounds (speaker + emotion references).
+    conditioning_cache_entries: int = Field(default=64, ge=0)
+    conditioning_cache_bytes: int = Field(default=512 * 1024**2, ge=0)
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+
+    id: str = Field(default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname())
+    # Requests taken from Kafka but not yet on the GPU (their references are downloaded meanwhile).
+    prefetch: int = Field(default=2, ge=1, le=16)
+    shutdown_grace_seconds: float = Field(default=60.0, ge=0)
+    health_interval_seconds: float = Field(default=15.0, gt=0)
+    max_request_age_seconds: float | None = Field(default=None, gt=0)
+    job_timeout_seconds: float = Field(default=900.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_base_seconds: float = Field(default=0.5, gt=0)
+    retry_max_seconds: float = Field(default=30.0, gt=0)
+    # Outcomes committed per Kafka transaction at most (batching amortizes the commit round trip).
+    max_batch: int = Field(default=16, ge=1)
+    # The liveness probe fails when the poll loop has not ticked for this long.
+    liveness_stall_seconds: float = Field(default=60.0, gt=0)
+
+
+class HttpSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HTTP_", extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    schema_registry_url: str | None = None
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so log/event scrubbing can prove none leaks."""
+        out = []
+        for s in (self.kafka.sasl_password, self.s3.access_key_id, self.s3.secret_access_key):
+            if s is not None and s.get_secret_value():
+                out.append(s.get_secret_value())
+        return out
+
+
+def _cache_home() -> str:
+    return os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "tts-processor")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or one clear message naming the variables, and exit code 2."""
+    lines: list[str] = []
+    sections: dict[str, Any] = {}
+    for name, cls in (("kafka", KafkaSettings), ("s3", S3Settings), ("engine", EngineSettings),
+                      ("worker", WorkerSettings), ("http", HttpSettings)):
+        try:
+            sections[name] = cls()
+        except ValidationError as exc:
+            prefix = str(cls.model_config.get("env_prefix", "")).upper()
+            lines += [f"  {prefix}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+    try:
+        settings = Settings(**sections) if not lines else None
+    except ValidationError as exc:
+        lines += [f"  {'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        settings = None
+    if settings is None:
+        print("invalid configuration:\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2)
+    return settings

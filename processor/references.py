@@ -1,0 +1,93 @@
+"""Reference audio: resolve a voice (S3 URI or preset) to a checked local file, cached by content hash.
+
+Downloads are size-capped, restricted to allowed buckets and must decode as audio. The disk cache is
+keyed by SHA-256 (what the engine's conditioning cache keys on too) and bounded in bytes; an
+(bucket, key, ETag) → hash memo skips the download entirely for a voice seen before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import soundfile as sf
+
+from processor.config import S3Settings
+from processor.engine.base import LocalAudio
+from processor.errors import ErrorCode, TtsError
+from processor.request import S3Location
+from processor.storage import Storage
+
+MIN_SECONDS = 0.2
+MAX_SECONDS = 60.0
+
+
+def check_audio(data: bytes, what: str) -> None:
+    """Raise INVALID_REFERENCE_AUDIO unless ``data`` decodes as a usable clip."""
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception:
+        raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO,
+                       f"{what} is not decodable audio (WAV, FLAC or OGG expected)") from None
+    seconds = info.frames / info.samplerate if info.samplerate else 0.0
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO,
+                       f"{what} lasts {seconds:.2f}s; references must be {MIN_SECONDS}-{MAX_SECONDS:.0f}s")
+
+
+class ReferenceCache:
+    def __init__(self, storage: Storage, settings: S3Settings) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.dir = Path(settings.reference_cache_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._by_etag: OrderedDict[tuple[str, str, str], LocalAudio] = OrderedDict()
+        self._lock = threading.Lock()
+        self.downloads = 0
+
+    def fetch(self, loc: S3Location, *, check_bucket: bool = True) -> LocalAudio:
+        if check_bucket and loc.bucket not in self.settings.allowed():
+            raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"bucket '{loc.bucket}' is not in S3_ALLOWED_BUCKETS")
+        etag = self.storage.etag(loc.bucket, loc.key)
+        if etag is None:
+            raise TtsError(ErrorCode.REFERENCE_NOT_FOUND, f"{loc.uri} does not exist")
+        memo = (loc.bucket, loc.key, etag)
+        with self._lock:
+            hit = self._by_etag.get(memo)
+            if hit is not None and hit.path.exists():
+                self._by_etag.move_to_end(memo)
+                os.utime(hit.path)
+                return hit
+        data, _ = self.storage.get_capped(loc.bucket, loc.key, self.settings.max_reference_bytes)
+        self.downloads += 1
+        check_audio(data, loc.uri)
+        local = self._store(data, Path(loc.key).suffix.lower() or ".wav")
+        with self._lock:
+            self._by_etag[memo] = local
+            while len(self._by_etag) > 4096:
+                self._by_etag.popitem(last=False)
+        return local
+
+    def _store(self, data: bytes, suffix: str) -> LocalAudio:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.dir / f"{digest}{suffix}"
+        if not path.exists():
+            tmp = path.with_suffix(path.suffix + f".{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)  # atomic: a concurrent reader never sees a partial file
+            self._evict()
+        return LocalAudio(path=path, sha256=digest)
+
+    def _evict(self) -> None:
+        files = sorted((p for p in self.dir.iterdir() if p.is_file() and not p.name.endswith(".tmp")),
+                       key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for p in files[:-1]:  # never evict the file just written
+            if total <= self.settings.reference_cache_bytes:
+                break
+            total -= p.stat().st_size
+            p.unlink(missing_ok=True)

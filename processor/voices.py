@@ -1,0 +1,87 @@
+"""Voice presets: real reference clips stored in S3, not names mapped to nothing.
+
+Layout: s3://<bucket>/<voices_prefix>/<name>/reference.<ext> plus voice.json with
+{name, description, language, gender}. A preset resolves through the same reference cache as any URI.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from processor.errors import ErrorCode, TtsError
+from processor.references import check_audio
+from processor.request import S3Location
+from processor.storage import Storage
+
+
+@dataclass(frozen=True)
+class VoicePreset:
+    name: str
+    description: str
+    language: str
+    gender: str
+    reference: S3Location
+
+    def as_dict(self) -> dict[str, str]:
+        d = asdict(self)
+        d["reference"] = self.reference.uri
+        return d
+
+
+class VoiceCatalog:
+    def __init__(self, storage: Storage, bucket: str, prefix: str, ttl_seconds: float = 30.0) -> None:
+        self.storage = storage
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.ttl = ttl_seconds
+        self._cached: dict[str, VoicePreset] = {}
+        self._at = 0.0
+        self._lock = threading.Lock()
+
+    def list(self, *, refresh: bool = False) -> dict[str, VoicePreset]:
+        with self._lock:
+            if refresh or time.monotonic() - self._at > self.ttl:
+                self._cached = self._load()
+                self._at = time.monotonic()
+            return dict(self._cached)
+
+    def resolve(self, name: str) -> VoicePreset:
+        preset = self.list().get(name) or self.list(refresh=True).get(name)
+        if preset is None:
+            raise TtsError(ErrorCode.UNKNOWN_VOICE, f"no voice preset named '{name}'")
+        return preset
+
+    def add(self, name: str, audio: bytes, *, suffix: str = ".wav", description: str = "",
+            language: str = "", gender: str = "") -> VoicePreset:
+        check_audio(audio, f"voice '{name}'")
+        base = f"{self.prefix}/{name}"
+        ref = S3Location(self.bucket, f"{base}/reference{suffix}")
+        self.storage.put(ref.bucket, ref.key, audio, content_type="audio/wav", metadata={})
+        preset = VoicePreset(name, description, language, gender, ref)
+        meta = {k: v for k, v in preset.as_dict().items() if k != "reference"}
+        meta["reference_key"] = ref.key
+        self.storage.put(self.bucket, f"{base}/voice.json", json.dumps(meta).encode(),
+                         content_type="application/json", metadata={})
+        with self._lock:
+            self._at = 0.0
+        return preset
+
+    def _load(self) -> dict[str, VoicePreset]:
+        presets: dict[str, VoicePreset] = {}
+        for key in self.storage.list_keys(self.bucket, self.prefix + "/"):
+            if not key.endswith("/voice.json"):
+                continue
+            try:
+                raw, _ = self.storage.get_capped(self.bucket, key, 64 * 1024)
+                meta = json.loads(raw)
+                name = str(meta["name"])
+                ref_key = str(meta.get("reference_key") or f"{Path(key).parent}/reference.wav")
+            except (TtsError, ValueError, KeyError):
+                continue  # a broken preset is skipped, not fatal to the catalog
+            presets[name] = VoicePreset(name, str(meta.get("description", "")), str(meta.get("language", "")),
+                                        str(meta.get("gender", "")), S3Location(self.bucket, ref_key))
+        return presets

@@ -1,0 +1,135 @@
+"""Avro on the wire: Confluent Schema Registry framing or Avro single-object encoding.
+
+Writing uses the registry framing (magic 0x00 + 4-byte big-endian schema id) when a registry URL is
+configured, else single-object encoding (0xC3 0x01 + 8-byte little-endian CRC-64-AVRO fingerprint),
+which needs no registry. Reading accepts both whatever the configuration, so a topic can move from
+one to the other without a flag day. The writer's schema is resolved against ours (schema
+evolution), so producers may lag or lead by compatible versions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+
+
+class DecodeError(ValueError):
+    """The bytes are not a record we can read; the caller dead-letters them."""
+
+
+def _schema_dir() -> Path:
+    # Installed wheels carry the schemas inside the package; a source checkout has them at the root.
+    packaged = Path(__file__).resolve().parent / "schemas"
+    return packaged if packaged.is_dir() else SCHEMA_DIR
+
+
+@cache
+def schema_json(name: str) -> dict[str, Any]:
+    with (_schema_dir() / f"{name}.avsc").open() as fh:
+        loaded: dict[str, Any] = json.load(fh)
+    return loaded
+
+
+@cache
+def parsed_schema(name: str) -> Any:
+    return fastavro.parse_schema(schema_json(name))
+
+
+def schema_fingerprint(schema: dict[str, Any]) -> bytes:
+    """CRC-64-AVRO of the parsing canonical form, as the 8 little-endian bytes the spec puts on the wire."""
+    value = int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16)
+    return struct.pack("<Q", value)
+
+
+class SchemaRegistry:
+    """The few registry calls we need, through confluent-kafka's client (cached per id/subject)."""
+
+    def __init__(self, url: str, config: dict[str, str] | None = None) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        self._client = SchemaRegistryClient({"url": url, **(config or {})})
+        self._parsed: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def register(self, subject: str, schema: dict[str, Any]) -> int:
+        from confluent_kafka.schema_registry import Schema
+
+        return int(self._client.register_schema(subject, Schema(json.dumps(schema), "AVRO")))
+
+    def writer_schema(self, schema_id: int) -> Any:
+        with self._lock:
+            if schema_id not in self._parsed:
+                fetched = self._client.get_schema(schema_id)
+                self._parsed[schema_id] = fastavro.parse_schema(json.loads(fetched.schema_str or "null"))
+            return self._parsed[schema_id]
+
+
+class Codec:
+    """Encodes/decodes one record type (e.g. ``TtsRequest``) to and from Kafka values."""
+
+    def __init__(self, name: str, registry: SchemaRegistry | None = None, subject: str | None = None) -> None:
+        self.name = name
+        self._schema = parsed_schema(name)
+        self._registry = registry
+        self._subject = subject
+        self._schema_id: int | None = None
+        self._fingerprint = schema_fingerprint(schema_json(name))
+        # Writers we can resolve by fingerprint: ours, plus older versions kept in schemas/history/.
+        self._known: dict[bytes, Any] = {self._fingerprint: self._schema}
+        history = _schema_dir() / "history"
+        for path in sorted(history.glob(f"{name}.*.avsc")) if history.is_dir() else []:
+            old = json.loads(path.read_text())
+            self._known[schema_fingerprint(old)] = fastavro.parse_schema(old)
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        if self._registry is not None:
+            if self._schema_id is None:
+                self._schema_id = self._registry.register(self._subject or self.name, schema_json(self.name))
+            out.write(CONFLUENT_MAGIC + struct.pack(">I", self._schema_id))
+        else:
+            out.write(SINGLE_OBJECT_MAGIC + self._fingerprint)
+        fastavro.schemaless_writer(out, self._schema, record)
+        return out.getvalue()
+
+    def decode(self, data: bytes | None) -> dict[str, Any]:
+        if not data:
+            raise DecodeError("empty value")
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            writer = self._known.get(data[2:10])
+            if writer is None:
+                raise DecodeError(f"unknown schema fingerprint {data[2:10].hex()} for {self.name}")
+            body = data[10:]
+        elif data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
+            if self._registry is None:
+                raise DecodeError("registry-framed record but no SCHEMA_REGISTRY_URL is configured")
+            (schema_id,) = struct.unpack(">I", data[1:5])
+            try:
+                writer = self._registry.writer_schema(schema_id)
+            except Exception as exc:
+                raise DecodeError(f"schema id {schema_id} not resolvable: {type(exc).__name__}") from exc
+            body = data[5:]
+        else:
+            raise DecodeError("not Avro: no single-object or registry magic bytes")
+        buf = io.BytesIO(body)
+        try:
+            record = fastavro.schemaless_reader(buf, writer, self._schema)
+        except Exception as exc:
+            raise DecodeError(f"corrupt {self.name} payload: {exc}") from exc
+        if buf.tell() != len(body):
+            raise DecodeError(f"{len(body) - buf.tell()} trailing bytes after {self.name} payload")
+        if not isinstance(record, dict):
+            raise DecodeError(f"{self.name} payload is not a record")
+        return record
