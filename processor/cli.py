@@ -1,0 +1,255 @@
+"""`tts-processor` command line: run a worker, set up topics, submit requests, tail events, manage voices."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from processor.config import Settings, load_settings
+from processor.errors import TtsError
+from processor.request import validate_request
+
+TOPIC_KINDS = {"results": "result_topic", "progress": "progress_topic", "health": "health_topic",
+               "dlq": "dlq_topic", "requests": "request_topic"}
+CODEC_OF = {"results": "TtsResult", "progress": "TtsProgress", "health": "WorkerHealth", "dlq": "DeadLetter",
+            "requests": "TtsRequest"}
+
+
+def to_json(record: dict[str, Any]) -> str:
+    def default(o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        if isinstance(o, bytes):
+            return o.decode("utf-8", "backslashreplace")
+        return str(o)
+
+    return json.dumps(record, ensure_ascii=False, default=default)
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from processor.worker import run_worker
+
+    return run_worker(settings)
+
+
+def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
+    """Create the topics (requests with N partitions = max GPUs) and the output bucket. Idempotent."""
+    k = settings.kafka
+    admin = AdminClient(k.librdkafka_common())
+    specs = {
+        k.request_topic: args.partitions, k.result_topic: args.partitions, k.progress_topic: args.partitions,
+        k.dlq_topic: 1, k.health_topic: 1,
+    }
+    existing = admin.list_topics(timeout=15).topics
+    todo = [NewTopic(t, num_partitions=n, replication_factor=args.replication,
+                     config={"cleanup.policy": "compact"} if t == k.health_topic else {})
+            for t, n in specs.items() if t not in existing]
+    for topic, fut in admin.create_topics(todo).items() if todo else []:
+        try:
+            fut.result()
+            print(f"created topic {topic}")
+        except KafkaException as exc:
+            print(f"topic {topic}: {exc}", file=sys.stderr)
+            return 1
+    for t in specs:
+        if t in existing:
+            have = len(existing[t].partitions)
+            note = "" if t != k.request_topic or have >= args.partitions else f" (fewer than {args.partitions}!)"
+            print(f"topic {t} exists with {have} partitions{note}")
+    if not args.no_bucket:
+        from processor.storage import Storage
+
+        Storage(settings.s3).ensure_bucket(settings.s3.bucket)
+        print(f"bucket {settings.s3.bucket} ready")
+    return 0
+
+
+def build_request(args: argparse.Namespace) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads(Path(args.json).read_text()) if args.json else {}
+    for name in ("text", "voice", "emotion_reference", "emotion_text", "workflow_id", "stage_name",
+                 "output_bucket", "output_key_prefix"):
+        if getattr(args, name, None) is not None:
+            record[name] = getattr(args, name)
+    if args.emotion_alpha is not None:
+        record["emotion_alpha"] = args.emotion_alpha
+    if args.emotion_vector:
+        record["emotion_vector"] = [float(x) for x in args.emotion_vector.split(",")]
+    if args.use_emotion_text:
+        record["use_emotion_text"] = True
+    if args.deadline_seconds is not None:
+        record["deadline"] = datetime.now(UTC) + timedelta(seconds=args.deadline_seconds)
+    record.setdefault("request_id", args.request_id or f"req-{uuid.uuid4().hex[:16]}")
+    record.setdefault("created_at", datetime.now(UTC))
+    for key in ("deadline", "created_at"):
+        if isinstance(record.get(key), str):
+            record[key] = datetime.fromisoformat(record[key])
+    return record
+
+
+def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    from processor.worker import make_codecs
+
+    record = build_request(args)
+    try:
+        req = validate_request(record)  # fail here, with the processor's own rules, not on the worker
+    except TtsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    full = {**{f: None for f in ("emotion_reference", "emotion_vector", "emotion_text", "top_p", "top_k",
+                                 "temperature", "num_beams", "repetition_penalty", "max_mel_tokens",
+                                 "interval_silence_ms", "output_bucket", "output_key_prefix", "workflow_id",
+                                 "stage_name", "deadline", "created_at")}, **record}
+    codecs = make_codecs(settings)
+    started = datetime.now(UTC)
+    producer = Producer({**settings.kafka.librdkafka_common(), "enable.idempotence": True})
+    producer.produce(settings.kafka.request_topic, codecs["TtsRequest"].encode(full), req.request_id.encode())
+    if producer.flush(30) != 0:
+        print("error: request not delivered", file=sys.stderr)
+        return 1
+    print(f"submitted {req.request_id} to {settings.kafka.request_topic}", file=sys.stderr)
+    if not args.wait:
+        return 0
+    for rec in consume(settings, "results", from_beginning=False, timeout=args.timeout, since=started):
+        if rec.get("request_id") == req.request_id:
+            print(to_json(rec))
+            return 0 if rec.get("status") == "success" else 1
+    print(f"error: no result for {req.request_id} within {args.timeout:.0f}s", file=sys.stderr)
+    return 1
+
+
+def consume(settings: Settings, kind: str, *, from_beginning: bool, timeout: float | None,
+            since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Yield decoded events (read_committed) until ``timeout`` seconds pass without one."""
+    from processor.worker import make_codecs
+
+    topic = getattr(settings.kafka, TOPIC_KINDS[kind])
+    codec = make_codecs(settings)[CODEC_OF[kind]]
+    consumer = Consumer({
+        **settings.kafka.librdkafka_common(), "group.id": f"tts-cli-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest" if from_beginning or since else "latest",
+        "enable.auto.commit": False, "isolation.level": "read_committed",
+    })
+    consumer.subscribe([topic])
+    if since is not None:
+        # Look up offsets by time so `submit --wait` never misses a fast result.
+        md = consumer.list_topics(topic, timeout=10).topics[topic]
+        from confluent_kafka import TopicPartition
+
+        ms = int(since.timestamp() * 1000) - 5000
+        tps = consumer.offsets_for_times([TopicPartition(topic, p, ms) for p in md.partitions], timeout=10)
+        consumer.unsubscribe()
+        consumer.assign(tps)
+    last = time.monotonic()
+    try:
+        while timeout is None or time.monotonic() - last < timeout:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            last = time.monotonic()
+            try:
+                yield codec.decode(msg.value())
+            except ValueError as exc:
+                yield {"undecodable": str(exc), "partition": msg.partition(), "offset": msg.offset()}
+    finally:
+        consumer.close()
+
+
+def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+    events = consume(settings, args.kind, from_beginning=args.from_beginning, timeout=args.timeout)
+    for n, rec in enumerate(events, start=1):
+        print(to_json(rec), flush=True)
+        if args.count and n >= args.count:
+            break
+    return 0
+
+
+def cmd_voices(settings: Settings, args: argparse.Namespace) -> int:
+    from processor.storage import Storage
+    from processor.voices import VoiceCatalog
+
+    catalog = VoiceCatalog(Storage(settings.s3), settings.s3.bucket, settings.s3.voices_prefix)
+    try:
+        if args.voices_cmd == "add":
+            path = Path(args.file)
+            preset = catalog.add(args.name, path.read_bytes(), suffix=path.suffix or ".wav",
+                                 description=args.description, language=args.language, gender=args.gender)
+            print(to_json(preset.as_dict()))
+        else:
+            for preset in catalog.list(refresh=True).values():
+                print(to_json(preset.as_dict()))
+    except TtsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tts-processor", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run one worker (one consumer-group member, one GPU)").set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("setup", help="create topics and the output bucket (idempotent)")
+    s.add_argument("--partitions", type=int, default=6, help="request partitions = the most GPUs you will run")
+    s.add_argument("--replication", type=int, default=1)
+    s.add_argument("--no-bucket", action="store_true")
+    s.set_defaults(fn=cmd_setup)
+
+    s = sub.add_parser("submit", help="publish one TtsRequest")
+    s.add_argument("--json", help="a JSON file with TtsRequest fields (arguments override it)")
+    s.add_argument("--request-id")
+    s.add_argument("--text")
+    s.add_argument("--voice", help="s3://bucket/key or a preset name")
+    s.add_argument("--emotion-reference")
+    s.add_argument("--emotion-alpha", type=float)
+    s.add_argument("--emotion-vector", help="8 comma-separated weights")
+    s.add_argument("--emotion-text")
+    s.add_argument("--use-emotion-text", action="store_true")
+    s.add_argument("--deadline-seconds", type=float)
+    s.add_argument("--output-bucket")
+    s.add_argument("--output-key-prefix")
+    s.add_argument("--workflow-id")
+    s.add_argument("--stage-name")
+    s.add_argument("--wait", action="store_true", help="print the result event and exit 0 on success")
+    s.add_argument("--timeout", type=float, default=300.0)
+    s.set_defaults(fn=cmd_submit)
+
+    s = sub.add_parser("tail", help="print events as JSON lines (read_committed)")
+    s.add_argument("kind", nargs="?", default="results", choices=sorted(TOPIC_KINDS))
+    s.add_argument("--from-beginning", action="store_true")
+    s.add_argument("--count", type=int, default=0)
+    s.add_argument("--timeout", type=float, default=None, help="stop after this many idle seconds")
+    s.set_defaults(fn=cmd_tail)
+
+    s = sub.add_parser("voices", help="list or add voice presets (stored in S3)")
+    vs = s.add_subparsers(dest="voices_cmd", required=True)
+    vs.add_parser("list")
+    a = vs.add_parser("add")
+    a.add_argument("name")
+    a.add_argument("file", help="reference clip (WAV/FLAC/OGG, 0.2-60 s)")
+    a.add_argument("--description", default="")
+    a.add_argument("--language", default="")
+    a.add_argument("--gender", default="")
+    s.set_defaults(fn=cmd_voices)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = load_settings()
+    code: int = args.fn(settings, args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

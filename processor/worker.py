@@ -1,0 +1,123 @@
+"""`tts-processor run`: wire settings → engine → clients → Processor, and run one group member.
+
+Start-up order matters: the HTTP probes come up first (live, not ready), the model loads and runs
+one warm-up synthesis, and only then does the consumer subscribe, so a member never holds
+partitions it cannot serve.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import time
+from types import FrameType
+
+from confluent_kafka import KafkaError
+
+from processor import logs
+from processor.config import EngineSettings, Settings
+from processor.engine.base import Engine
+from processor.health import HealthReporter, WorkerState, health_record, serve_http
+from processor.kafka_io import (
+    consumer_config,
+    make_consumer,
+    make_producer,
+    plain_producer_config,
+    transactional_producer_config,
+)
+from processor.pipeline import FatalKafkaError, Processor
+from processor.storage import Storage
+from processor.wire import Codec, SchemaRegistry
+
+log = logging.getLogger(__name__)
+
+EXIT_FATAL = 3
+
+
+def load_engine(settings: EngineSettings) -> Engine:
+    """Import the configured engine factory (``module:callable``) and build the engine ONCE."""
+    module_name, _, attr = settings.engine.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    engine: Engine = factory(settings)
+    return engine
+
+
+def make_codecs(settings: Settings) -> dict[str, Codec]:
+    registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
+    k = settings.kafka
+    subjects = {"TtsRequest": k.request_topic, "TtsResult": k.result_topic, "TtsProgress": k.progress_topic,
+                "WorkerHealth": k.health_topic, "DeadLetter": k.dlq_topic}
+    return {name: Codec(name, registry, f"{topic}-value") for name, topic in subjects.items()}
+
+
+def run_worker(settings: Settings) -> int:
+    logs.configure(settings.log_level, settings.secrets())
+    w = settings.worker
+    state = WorkerState(w.liveness_stall_seconds, w.job_timeout_seconds)
+    server = serve_http(state, settings.http.host, settings.http.port)
+    codecs = make_codecs(settings)
+    events_producer = make_producer(plain_producer_config(settings.kafka, w.id))
+
+    def announce(status: str) -> None:
+        rec = health_record(state, w.id, status, [], lags={}, gpu={"available": False, "count": 0, "name": None,
+                            "memory_used_bytes": None, "memory_total_bytes": None}, reasons=[])
+        events_producer.produce(settings.kafka.health_topic, codecs["WorkerHealth"].encode(rec), w.id.encode())
+        events_producer.poll(0)
+
+    announce("starting")
+    stop_early = False
+
+    def early_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop_early
+        stop_early = True
+
+    signal.signal(signal.SIGTERM, early_stop)
+    signal.signal(signal.SIGINT, early_stop)
+
+    t0 = time.monotonic()
+    log.info("loading engine %s", settings.engine.engine)
+    engine = load_engine(settings.engine)
+    engine.warm_up()
+    state.model = engine.info
+    log.info("engine ready in %.1fs: %s", time.monotonic() - t0, engine.info)
+    if stop_early:
+        announce("stopped")
+        events_producer.flush(5)
+        server.shutdown()
+        return 0
+
+    def broker_error(err: KafkaError) -> None:
+        log.warning("kafka: %s", err)
+        if processor is not None and err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            processor.broker_error = (processor.clock(), err.str())
+
+    processor: Processor | None = None
+    processor = Processor(
+        settings, engine, Storage(settings.s3),
+        make_consumer(consumer_config(settings.kafka, w.id, broker_error)),
+        make_producer(transactional_producer_config(settings.kafka, w.id, broker_error)),
+        events_producer, codecs,
+    )
+    state.processor = processor
+    state.status = "ready"
+    reporter = HealthReporter(state, processor, w.id, w.health_interval_seconds)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: draining (grace %.0fs)", signum, w.shutdown_grace_seconds)
+        state.status = "draining"
+        processor.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = 0
+    try:
+        processor.run(on_tick=reporter.tick)
+    except FatalKafkaError as exc:
+        log.error("%s; exiting so the orchestrator restarts this worker", exc)
+        code = EXIT_FATAL
+    state.status = "stopped"
+    reporter.publish("stopped")
+    events_producer.flush(5)
+    server.shutdown()
+    return code
