@@ -80,8 +80,10 @@ def gpu_record() -> dict[str, Any]:
     return {"available": False, "count": 0, "name": None, "memory_used_bytes": None, "memory_total_bytes": None}
 
 
-def health_record(state: WorkerState, worker_id: str, status: str, voices: list[str], *, lags: dict[tuple[str, int], int | None],
-                  gpu: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
+def health_record(
+    state: WorkerState, worker_id: str, status: str, voices: list[str], *,
+    lags: dict[tuple[str, int], int | None], gpu: dict[str, Any], reasons: list[str],
+) -> dict[str, Any]:
     p = state.processor
     m = state.model
     current = p.current if p is not None else None
