@@ -151,6 +151,10 @@ Secret values are only ever referenced through secretKeyRef.
 - name: KAFKA_SSL_CA_LOCATION
   value: {{ include "tts-processor.kafkaCaPath" . | quote }}
 {{- end }}
+{{- with .Values.kafka.extraConfig }}
+- name: KAFKA_EXTRA
+  value: {{ toJson . | quote }}
+{{- end }}
 {{- if .Values.schemaRegistry.url }}
 - name: SCHEMA_REGISTRY_URL
   value: {{ .Values.schemaRegistry.url | quote }}
