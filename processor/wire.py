@@ -49,8 +49,8 @@ def parsed_schema(name: str) -> Any:
 
 def schema_fingerprint(schema: dict[str, Any]) -> bytes:
     """CRC-64-AVRO of the parsing canonical form, as the 8 little-endian bytes the spec puts on the wire."""
-    value = int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16)
-    return struct.pack("<Q", value)
+    # fastavro's hex string already lists the bytes in wire (little-endian) order.
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
 
 
 class SchemaRegistry:
@@ -59,7 +59,8 @@ class SchemaRegistry:
     def __init__(self, url: str, config: dict[str, str] | None = None) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        self._client = SchemaRegistryClient({"url": url, **(config or {})})
+        # new_client also understands mock:// URLs (an in-process registry, for tests and demos).
+        self._client = SchemaRegistryClient.new_client({"url": url, **(config or {})})
         self._parsed: dict[int, Any] = {}
         self._lock = threading.Lock()
 

@@ -1,0 +1,125 @@
+"""Both wire formats, both directions, across two Avro implementations (fastavro and Apache avro)."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from datetime import UTC, datetime
+
+import avro.io
+import avro.schema
+import pytest
+
+from processor.wire import Codec, DecodeError, SchemaRegistry, schema_fingerprint, schema_json
+
+REQUEST = {
+    "request_id": "r-1", "text": "你好, hello", "voice": "s3://voices/a.wav", "emotion_reference": None,
+    "emotion_alpha": 0.5, "emotion_vector": [0.1, 0, 0, 0, 0, 0, 0, 0.9], "emotion_text": None,
+    "use_emotion_text": False, "use_random": True, "max_text_tokens_per_segment": 80, "top_p": 0.9, "top_k": None,
+    "temperature": None, "num_beams": 2, "repetition_penalty": None, "max_mel_tokens": None,
+    "interval_silence_ms": 100, "output_bucket": None, "output_key_prefix": "x", "workflow_id": "wf",
+    "stage_name": None, "deadline": datetime(2030, 1, 1, tzinfo=UTC), "created_at": None,
+}
+
+
+def crc64_avro(data: bytes) -> int:
+    """The Avro spec's reference CRC-64-AVRO, written independently of fastavro to check it."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    fp = empty
+    for b in data:
+        fp = (fp >> 8) ^ table[(fp ^ b) & 0xFF]
+    return fp
+
+
+def apache_write(name: str, record: dict[str, object]) -> bytes:
+    schema = avro.schema.parse(json.dumps(schema_json(name)))
+    buf = io.BytesIO()
+    avro.io.DatumWriter(schema).write(record, avro.io.BinaryEncoder(buf))
+    return buf.getvalue()
+
+
+def apache_read(name: str, body: bytes) -> dict[str, object]:
+    schema = avro.schema.parse(json.dumps(schema_json(name)))
+    return avro.io.DatumReader(schema, schema).read(avro.io.BinaryDecoder(io.BytesIO(body)))  # type: ignore[no-any-return]
+
+
+def test_fingerprint_matches_the_spec_algorithm() -> None:
+    from fastavro.schema import to_parsing_canonical_form
+
+    canonical = to_parsing_canonical_form(schema_json("TtsRequest")).encode()
+    assert schema_fingerprint(schema_json("TtsRequest")) == struct.pack("<Q", crc64_avro(canonical))
+
+
+def test_single_object_round_trip() -> None:
+    codec = Codec("TtsRequest")
+    data = codec.encode(REQUEST)
+    assert data[:2] == b"\xc3\x01"
+    out = codec.decode(data)
+    assert out["text"] == "你好, hello" and out["deadline"] == REQUEST["deadline"]
+    assert out["emotion_vector"] == pytest.approx(REQUEST["emotion_vector"])
+
+
+def test_payload_written_by_apache_avro_is_read_by_the_processor() -> None:
+    body = apache_write("TtsRequest", REQUEST)
+    framed = b"\xc3\x01" + struct.pack("<Q", crc64_avro(
+        __import__("fastavro").schema.to_parsing_canonical_form(schema_json("TtsRequest")).encode())) + body
+    out = Codec("TtsRequest").decode(framed)
+    assert out["request_id"] == "r-1" and out["num_beams"] == 2 and out["output_key_prefix"] == "x"
+
+
+def test_processor_payload_is_read_by_apache_avro() -> None:
+    data = Codec("TtsRequest").encode(REQUEST)
+    out = apache_read("TtsRequest", data[10:])
+    assert out["text"] == "你好, hello" and out["use_random"] is True
+
+
+def test_registry_framing_round_trip_and_evolution() -> None:
+    registry = SchemaRegistry("mock://wire-test")
+    codec = Codec("TtsRequest", registry, "tts.requests-value")
+    data = codec.encode(REQUEST)
+    assert data[0] == 0 and len(data) > 5
+    schema_id = struct.unpack(">I", data[1:5])[0]
+    assert codec.decode(data)["request_id"] == "r-1"
+    # An older producer that knows only three fields: its schema is registered, defaults fill the rest.
+    old = {"type": "record", "name": "TtsRequest", "namespace": "tts.processor.v1", "fields": [
+        {"name": "request_id", "type": "string"}, {"name": "text", "type": "string"},
+        {"name": "voice", "type": "string"}]}
+    old_id = registry.register("tts.requests-value-old", old)
+    assert old_id != schema_id
+    body = apache_write_schema(old, {"request_id": "old-1", "text": "hi", "voice": "alice"})
+    out = codec.decode(b"\x00" + struct.pack(">I", old_id) + body)
+    assert out["request_id"] == "old-1" and out["emotion_alpha"] == 0.65 and out["max_text_tokens_per_segment"] == 120
+
+
+def apache_write_schema(schema: dict[str, object], record: dict[str, object]) -> bytes:
+    parsed = avro.schema.parse(json.dumps(schema))
+    buf = io.BytesIO()
+    avro.io.DatumWriter(parsed).write(record, avro.io.BinaryEncoder(buf))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "empty"),
+    (b"{\"request_id\": \"json\"}", "not Avro"),
+    (b"\xc3\x01" + b"\x00" * 8 + b"abc", "unknown schema fingerprint"),
+    (b"\x00\x00\x00\x00\x01abc", "no SCHEMA_REGISTRY_URL"),
+])
+def test_undecodable_bytes_raise_decode_error(data: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        Codec("TtsRequest").decode(data)
+
+
+def test_truncated_and_trailing_payloads_are_rejected() -> None:
+    codec = Codec("TtsRequest")
+    data = codec.encode(REQUEST)
+    with pytest.raises(DecodeError):
+        codec.decode(data[:-7])
+    with pytest.raises(DecodeError, match="trailing"):
+        codec.decode(data + b"\x00\x01")
