@@ -357,6 +357,8 @@ def test_setup_job_creates_topics_with_partitions(partitions: int) -> None:
     args = c["args"]
     assert args[0] == "setup"
     assert args[args.index("--partitions") + 1] == str(partitions)
+    assert args[args.index("--replication") + 1] == "3"
+    assert "--no-bucket" not in args
     # The hook runs before release resources exist: its ServiceAccount must be a hook too.
     sa = next(
         d
@@ -365,6 +367,14 @@ def test_setup_job_creates_topics_with_partitions(partitions: int) -> None:
     )
     assert "pre-install" in sa["metadata"]["annotations"]["helm.sh/hook"]
     assert int(sa["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(ann["helm.sh/hook-weight"])
+
+
+def test_setup_job_options() -> None:
+    args = container(
+        one(render("--set", "kafka.topics.replicationFactor=1", "--set", "s3.createBucket=false"), "Job"), "setup"
+    )["args"]
+    assert args[args.index("--replication") + 1] == "1"
+    assert "--no-bucket" in args
 
 
 def test_keda_scaled_object(full_docs: list[Doc]) -> None:
