@@ -28,7 +28,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
-# uv from the official image, pinned to the version that wrote uv.lock.
+# uv from the official image, pinned (same version as the development toolchain).
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /uvx /usr/local/bin/
 
 ENV UV_PYTHON_PREFERENCE=only-managed \
