@@ -1,0 +1,151 @@
+"""The request → WAV → result pipeline end to end: real worker process, real Kafka broker, real S3 server.
+
+The engine here is the deterministic tone engine (tests/support): these tests are about the pipeline's
+contract; the engine tests run the real IndexTTS2 code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import wave
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.audio import NOT_AUDIO, voice_clip
+from tests.support.workers import Topics, WorkerProcess, produce, read_all, request, worker_env
+
+
+class Env:
+    def __init__(self, stack: Any, topics: Topics, bucket: str, worker: WorkerProcess) -> None:
+        self.stack, self.topics, self.bucket, self.worker = stack, topics, bucket, worker
+        self.s3 = stack.s3_client()
+
+    @property
+    def voice(self) -> str:
+        return f"s3://{self.bucket}/voices/alice.wav"
+
+    def results(self, n: int, timeout: float = 90) -> list[dict[str, Any]]:
+        return [r for r, _ in read_all(self.stack.kafka_bootstrap, self.topics.results, "TtsResult",
+                                       until=n, timeout=timeout)]
+
+
+@pytest.fixture(scope="module")
+def env(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    prefix = f"e2e-{datetime.now(UTC).strftime('%H%M%S%f')}"
+    topics = Topics.create(stack, prefix, partitions=4)
+    bucket = prefix
+    stack.create_bucket(bucket)
+    stack.create_bucket(f"{prefix}-other")
+    s3 = stack.s3_client()
+    s3.put_object(Bucket=bucket, Key="voices/alice.wav", Body=voice_clip(seed=1))
+    s3.put_object(Bucket=bucket, Key="voices/not-audio.wav", Body=NOT_AUDIO)
+    s3.put_object(Bucket=bucket, Key="voices/huge.wav", Body=voice_clip(seconds=8.0))
+    s3.put_object(Bucket=f"{prefix}-other", Key="bob.wav", Body=voice_clip(seed=2))
+    worker = WorkerProcess(worker_env(stack, topics, bucket, f"{prefix}-group", tmp,
+                                      S3_MAX_REFERENCE_BYTES="200000"), tmp / "worker.log").start()
+    try:
+        worker.wait_ready()
+        yield Env(stack, topics, bucket, worker)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except Exception:
+            worker.kill()
+
+
+def wav_info(data: bytes) -> tuple[int, float]:
+    with wave.open(io.BytesIO(data)) as w:
+        assert w.getnchannels() == 1 and w.getsampwidth() == 2
+        return w.getframerate(), w.getnframes() / w.getframerate()
+
+
+def test_requests_across_partitions_each_get_one_verified_wav(env: Env) -> None:
+    ids = [f"multi-{i:02d}" for i in range(24)]
+    produce(env.stack.kafka_bootstrap, env.topics.requests,
+            [request(i, env.voice, text=f"request number {n} " * (1 + n % 3)) for n, i in enumerate(ids)],
+            partition_by_index=4)
+    results = [r for r in env.results(len(ids)) if r["request_id"].startswith("multi-")]
+    counts = Counter(r["request_id"] for r in results)
+    assert set(counts) == set(ids) and set(counts.values()) == {1}
+    assert {r["request_partition"] for r in results} == {0, 1, 2, 3}
+    for r in results:
+        assert r["status"] == "success", r
+        obj = env.s3.get_object(Bucket=r["output_bucket"], Key=r["output_key"])["Body"].read()
+        assert hashlib.sha256(obj).hexdigest() == r["sha256"]
+        assert len(obj) == r["size_bytes"]
+        rate, seconds = wav_info(obj)
+        assert rate == r["sample_rate"]
+        assert seconds == pytest.approx(r["duration_seconds"], abs=1e-3)
+        assert r["output_uri"] == f"s3://{env.bucket}/tts/{r['request_id']}.wav"
+        assert r["model"]["model_type"] == "ToneEngine" and r["worker_id"] == env.worker.worker_id
+        assert r["parameters"]["voice_sha256"] and r["processing_seconds"] > 0
+
+
+def test_undecodable_bytes_go_to_the_dlq_and_the_worker_keeps_serving(env: Env) -> None:
+    garbage = b"\x00\x00\x00\x00\x07not avro at all"
+    produce(env.stack.kafka_bootstrap, env.topics.requests, [garbage, b"{\"json\": true}"], partition_by_index=1)
+    produce(env.stack.kafka_bootstrap, env.topics.requests, [request("after-dlq", env.voice)], partition_by_index=1)
+    dead = read_all(env.stack.kafka_bootstrap, env.topics.dlq, "DeadLetter", until=2, timeout=60)
+    assert len(dead) == 2
+    record, msg = dead[0]
+    headers = dict(msg.headers())
+    assert record["original_value"] == garbage and record["reason"] == "undecodable"
+    assert headers["dlq.source.topic"] == env.topics.requests.encode()
+    assert headers["dlq.source.partition"] == b"0" and int(headers["dlq.source.offset"]) >= 0
+    assert b"registry" in headers["dlq.error"]
+    after = [r for r in env.results(30) if r["request_id"] == "after-dlq"]
+    assert len(after) == 1 and after[0]["status"] == "success"
+    assert env.worker.alive
+
+
+@pytest.mark.parametrize("rid,fields,code", [
+    ("bad-vector", {"emotion_vector": [0.5] * 3}, "invalid_request"),
+    ("bad-scheme", {"voice": "http://example.com/a.wav"}, "invalid_request"),
+    ("too-long", {"text": "x" * 10_001}, "text_too_long"),
+    ("missing-ref", {"voice": "s3://{bucket}/voices/nobody.wav"}, "reference_not_found"),
+    ("not-audio", {"voice": "s3://{bucket}/voices/not-audio.wav"}, "invalid_reference_audio"),
+    ("too-large", {"voice": "s3://{bucket}/voices/huge.wav"}, "reference_too_large"),
+    ("not-allowed", {"voice": "s3://{bucket}-other/bob.wav"}, "bucket_not_allowed"),
+    ("no-preset", {"voice": "no_such_voice"}, "unknown_voice"),
+    ("expired", {"deadline": datetime.now(UTC) - timedelta(seconds=1)}, "expired"),
+    ("engine-fail", {"text": "please ENGINE_FAIL now"}, "engine_error"),
+])
+def test_bad_requests_get_error_results_with_codes(env: Env, rid: str, fields: dict[str, Any], code: str) -> None:
+    fields = {k: v.format(bucket=env.bucket) if isinstance(v, str) else v for k, v in fields.items()}
+    produce(env.stack.kafka_bootstrap, env.topics.requests, [request(rid, fields.pop("voice", env.voice), **fields)])
+    mine = [r for r in env.results(1, timeout=60) if r["request_id"] == rid]
+    while not mine:  # earlier tests' results come first; read until ours arrives
+        mine = [r for r in env.results(1, timeout=60) if r["request_id"] == rid]
+    assert len(mine) == 1
+    assert mine[0]["status"] == "error" and mine[0]["error_code"] == code, mine[0]
+    assert mine[0]["error_message"] and mine[0]["output_uri"] is None
+    assert env.worker.alive
+
+
+def test_reprocessing_the_same_request_overwrites_the_same_key(env: Env) -> None:
+    req = request("again", env.voice, text="say it twice", output_key_prefix="redo")
+    produce(env.stack.kafka_bootstrap, env.topics.requests, [req])
+    produce(env.stack.kafka_bootstrap, env.topics.requests, [req])
+    mine = [r for r in env.results(60) if r["request_id"] == "again"]
+    deadline = 0
+    while len(mine) < 2 and deadline < 5:
+        mine = [r for r in env.results(60) if r["request_id"] == "again"]
+        deadline += 1
+    assert len(mine) == 2
+    assert mine[0]["output_key"] == mine[1]["output_key"] == "redo/again.wav"
+    assert mine[0]["sha256"] == mine[1]["sha256"]  # seeded: the redo renders the same bytes
+    keys = [o["Key"] for o in env.s3.list_objects_v2(Bucket=env.bucket, Prefix="redo/").get("Contents", [])]
+    assert keys == ["redo/again.wav"]
+
+
+def test_worker_log_holds_no_secret(env: Env) -> None:
+    secret = env.worker.env.get("AWS_SECRET_ACCESS_KEY")
+    assert secret and secret not in Path(env.worker.log_path).read_text()
