@@ -86,6 +86,8 @@ class Job:
     emotion_audio: LocalAudio | None = None
     started: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # perf_counter timestamps of the job's life, for benchmarks and debugging.
+    marks: dict[str, float] = field(default_factory=dict)
 
     @property
     def tp(self) -> TP:
@@ -111,6 +113,7 @@ class Processor:
         codecs: dict[str, Codec],
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_commit: Callable[[list[Job]], None] | None = None,
     ) -> None:
         self.s = settings
         self.worker_id = settings.worker.id
@@ -123,6 +126,7 @@ class Processor:
         self.events_producer = events_producer
         self.codecs = codecs
         self.clock = clock
+        self.on_commit = on_commit
 
         # Owned by the poll thread.
         self.epochs: dict[TP, int] = {}
@@ -222,6 +226,7 @@ class Processor:
         self.next_offset[tp] = offset + 1
         origin = events.Origin(topic, partition, offset)
         job = Job(origin=origin, key=msg.key(), epoch=self.epochs[tp], received=self.clock())
+        job.marks["polled"] = time.perf_counter()
         self.pending.setdefault(tp, deque()).append(job)
 
         t0 = time.perf_counter()
@@ -238,7 +243,9 @@ class Processor:
             self._finish_error(job, request_id, exc)
             return
         finally:
-            metrics.STAGE_SECONDS.labels("decode").observe(time.perf_counter() - t0)
+            job.marks["decoded"] = time.perf_counter()
+            job.stage_seconds["decode"] = job.marks["decoded"] - t0
+            metrics.STAGE_SECONDS.labels("decode").observe(job.stage_seconds["decode"])
         self._prepare_q.put(job)
 
     def _check_expiry(self, req: TtsRequest) -> None:
@@ -273,7 +280,8 @@ class Processor:
                 continue
             except _Abandoned:
                 continue
-            job.stage_seconds["download"] = time.perf_counter() - t0
+            job.marks["prepared"] = time.perf_counter()
+            job.stage_seconds["download"] = job.marks["prepared"] - t0
             metrics.STAGE_SECONDS.labels("download").observe(job.stage_seconds["download"])
             self._gpu_q.put(job)
 
@@ -285,7 +293,7 @@ class Processor:
             assert req is not None and job.voice is not None
             job.state = "synthesizing"
             self.current = job
-            t0 = time.perf_counter()
+            t0 = job.marks["engine_start"] = time.perf_counter()
             try:
                 self._check_expiry(req)
                 result = self.engine.synthesize(self._spec(job), self._progress_callback(job, t0))
@@ -301,7 +309,8 @@ class Processor:
                 continue
             finally:
                 self.current = None
-            job.stage_seconds["synthesis"] = time.perf_counter() - t0
+            job.marks["engine_end"] = time.perf_counter()
+            job.stage_seconds["synthesis"] = job.marks["engine_end"] - t0
             metrics.STAGE_SECONDS.labels("synthesis").observe(job.stage_seconds["synthesis"])
             self._finish_q.put((job, result))
 
@@ -311,7 +320,7 @@ class Processor:
             req = job.request
             assert req is not None
             job.state = "finishing"
-            t0 = time.perf_counter()
+            t0 = job.marks["finish_start"] = time.perf_counter()
             try:
                 audio = encode_wav(synth.pcm, synth.sample_rate)
                 job.stage_seconds["encode"] = time.perf_counter() - t0
@@ -321,7 +330,8 @@ class Processor:
                 t1 = time.perf_counter()
                 upload = partial(self._upload, job, loc.bucket, loc.key, audio.data, audio.sha256)
                 self._retrying(job, "upload", upload)
-                job.stage_seconds["upload"] = time.perf_counter() - t1
+                job.marks["uploaded"] = time.perf_counter()
+                job.stage_seconds["upload"] = job.marks["uploaded"] - t1
             except _Abandoned:
                 continue
             except TtsError as exc:
@@ -521,7 +531,8 @@ class Processor:
             self._abort_and_rewind()
             return
         metrics.TRANSACTIONS.labels("committed").inc()
-        metrics.STAGE_SECONDS.labels("commit").observe(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        metrics.STAGE_SECONDS.labels("commit").observe(t1 - t0)
         for job in jobs:
             self.pending[job.tp].popleft()
             o = job.outcome
@@ -535,7 +546,11 @@ class Processor:
             else:
                 self.counters.dead_lettered += 1
                 metrics.DEAD_LETTERS.inc()
+            job.marks["committed"] = t1
+            job.stage_seconds["commit"] = t1 - t0
         self.committed.update(offsets)
+        if self.on_commit is not None:
+            self.on_commit(jobs)
 
     def _commit_transaction(self) -> None:
         for attempt in range(10):
