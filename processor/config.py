@@ -114,7 +114,9 @@ class WorkerSettings(BaseSettings):
     health_interval_seconds: float = Field(default=15.0, gt=0)
     max_request_age_seconds: float | None = Field(default=None, gt=0)
     job_timeout_seconds: float = Field(default=900.0, gt=0)
-    max_attempts: int = Field(default=3, ge=1, le=20)
+    # Transient storage errors are retried with backoff (≈ 60 s in all with the defaults), long enough
+    # to ride out a short storage outage; then the request fails with storage_error.
+    max_attempts: int = Field(default=8, ge=1, le=20)
     retry_base_seconds: float = Field(default=0.5, gt=0)
     retry_max_seconds: float = Field(default=30.0, gt=0)
     # Outcomes committed per Kafka transaction at most (batching amortizes the commit round trip).

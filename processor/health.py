@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,9 +63,10 @@ class WorkerState:
 
 
 def gpu_record() -> dict[str, Any]:
+    torch = sys.modules.get("torch")
+    if torch is None:  # the engine never loaded torch (a stand-in engine): importing it here would stall the loop
+        return {"available": False, "count": 0, "name": None, "memory_used_bytes": None, "memory_total_bytes": None}
     try:
-        import torch
-
         if torch.cuda.is_available():
             _, total = torch.cuda.mem_get_info()
             used = int(torch.cuda.memory_allocated())

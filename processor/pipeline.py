@@ -422,7 +422,9 @@ class Processor:
                     raise
                 if exc.code == ErrorCode.STORAGE_ERROR:
                     self.storage_error = (self.clock(), exc.message)
-                delay = random.uniform(0, min(w.retry_max_seconds, w.retry_base_seconds * 2 ** job.attempts))
+                # "Equal jitter": spread retries out, but keep a floor so the total wait stays predictable.
+                cap = min(w.retry_max_seconds, w.retry_base_seconds * 2 ** (job.attempts - 1))
+                delay = cap / 2 + random.uniform(0, cap / 2)
                 job.attempts += 1
                 metrics.RETRIES.labels(stage).inc()
                 log.warning("%s of %s failed (%s); attempt %d in %.1fs", stage,
