@@ -3,6 +3,8 @@
 It renders a tone whose pitch depends on the text segment and the voice's content hash, so results
 are reproducible and distinguishable per request. ``TONE_ENGINE_SECONDS`` makes each request hold the
 "GPU" for that long (sleeping between segments), to exercise long jobs, rebalances and shutdown.
+``TONE_ENGINE_LOAD_SECONDS`` makes building the engine (the "model load") take that long, so the
+window where a worker is live but not ready can be observed.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ class ToneEngine:
         with ToneEngine._lock:
             ToneEngine.loads += 1
         self.seconds = float(os.environ.get("TONE_ENGINE_SECONDS", "0"))
+        load_seconds = float(os.environ.get("TONE_ENGINE_LOAD_SECONDS", "0"))
+        if load_seconds:
+            time.sleep(load_seconds)
         self.calls = 0
-        self._info = ModelInfo("ToneEngine", "test-1", "cpu", "fp32", {"pid": str(os.getpid())}, 0.0)
+        self._info = ModelInfo("ToneEngine", "test-1", "cpu", "fp32", {"pid": str(os.getpid())}, load_seconds)
 
     @property
     def info(self) -> ModelInfo:
