@@ -12,7 +12,7 @@ import socket
 import sys
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,12 @@ class KafkaSettings(BaseSettings):
     ssl_ca_location: str | None = None
     # Any other librdkafka property, as a JSON object: KAFKA_EXTRA='{"socket.keepalive.enable": true}'.
     extra: dict[str, str | int | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _poll_interval(self) -> KafkaSettings:
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            raise ValueError("KAFKA_MAX_POLL_INTERVAL_MS must be >= KAFKA_SESSION_TIMEOUT_MS")
+        return self
 
     def librdkafka_common(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
