@@ -95,7 +95,7 @@ class EngineSettings(BaseSettings):
 
     # Python path of an engine factory; the default is the product engine. Tests and benchmarks
     # point it at stand-ins (e.g. tests.support.tone_engine:ToneEngine).
-    engine: str = "processor.engine.indextts2:IndexTTS2Engine"
+    engine: str = "processor.engine.loader:indextts2"
     model_dir: str = "checkpoints"
     device: str = "auto"
     use_fp16: bool = False
@@ -103,6 +103,10 @@ class EngineSettings(BaseSettings):
     use_cuda_kernel: bool = False
     accel: bool = False
     compile: bool = False
+    # Attention backend for the GPT: None (torch SDPA), "flash" (flash-attn) or "sage" (sageattention).
+    attn_backend: Literal["flash", "sage"] | None = None
+    # Text-normalisation language hint: None lets the model detect zh/en per segment.
+    language: Literal["zh", "en"] | None = None
     auto_download: bool = False
     hf_home: str | None = Field(default=None, validation_alias=AliasChoices("HF_HOME", "INDEX_TTS_HF_HOME"))
     # Conditioning LRU bounds (speaker + emotion references).

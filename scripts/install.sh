@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Everything the demo and the tests need, from a fresh clone on a fresh machine. Idempotent: a second
+# run takes seconds. Nothing here downloads model weights: the tiny random IndexTTS2 is built locally.
+#
+#   bash scripts/install.sh            # all
+#   bash scripts/install.sh --runtime  # only what the demo needs (no ops tools, no browser)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+runtime_only=0
+[ "${1:-}" = "--runtime" ] && runtime_only=1
+
+step() { printf '\n== %s\n' "$*"; }
+
+if ! command -v uv >/dev/null 2>&1; then
+    step "installing uv (PyPI)"
+    python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
+    export PATH="$HOME/.local/bin:$PATH"
+fi
+
+step "python environment (uv sync --frozen; torch is large, uv caches it)"
+uv sync --frozen
+
+step "Kafka + S3Proxy jars (Maven Central, cached in .cache/jars)"
+uv run python -m devstack.stack fetch
+
+step "tiny random IndexTTS2 (built locally, seconds) and one-time NeMo/numba cache warm-up"
+uv run python -m devstack.tiny_model .cache/tiny-model
+if [ ! -f .cache/warm-caches.done ]; then
+    HF_HOME="$ROOT/.cache/tiny-model/hf" HF_HUB_OFFLINE=1 uv run python scripts/warm_caches.py
+    touch .cache/warm-caches.done
+fi
+
+if [ "$runtime_only" = 0 ]; then
+    step "ops tools (helm from the Go module proxy, checkov in its own venv)"
+    bash scripts/install_ops_tools.sh
+    step "Debian chromium + chromedriver for the console's browser test"
+    bash scripts/install_browser.sh
+fi
