@@ -64,7 +64,7 @@ class ResultReader(threading.Thread):
         from processor.wire import Codec
 
         codec = Codec("TtsResult")
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"audit-{time.time_ns()}",
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"audit-{time.time_ns()}", "log_level": 2,
                       "auto.offset.reset": "earliest", "enable.auto.commit": False,
                       "isolation.level": "read_committed"})
         c.subscribe([self.topic])

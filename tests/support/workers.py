@@ -156,7 +156,7 @@ def read_all(bootstrap: str, topic: str, codec_name: str, *, until: int | None =
     """Read a topic from the start (read_committed) until ``until`` records came and ``settle`` s passed
     with nothing new, or ``timeout``. Returns (record, message) pairs."""
     codec = Codec(codec_name)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}", "log_level": 2,
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "isolation.level": "read_committed"})
     c.subscribe([topic])
