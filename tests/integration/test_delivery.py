@@ -85,6 +85,9 @@ def test_job_longer_than_max_poll_interval_completes_once_without_rebalance(scen
     assert metric(w, "tts_rebalances_total", kind="revoke") == 0
     assert metric(w, "tts_rebalances_total", kind="lost") == 0
     assert "revoked" not in w.logs() and "lost" not in w.logs()
+    progress = [r for r, _ in read_all(scenario.stack.kafka_bootstrap, scenario.topics.progress, "TtsProgress",
+                                       until=2, timeout=20)]
+    assert [(p["segment"], p["segments"]) for p in progress if p["request_id"] == "long-1"] == [(1, 2), (2, 2)]
 
 
 @pytest.mark.parametrize("protocol", ["classic", "consumer"])
