@@ -118,8 +118,9 @@ class HealthReporter:
         self.p = processor
         self.worker_id = worker_id
         self.interval = interval
-        self._last = 0.0
+        self._last = float("-inf")  # the first tick publishes, whatever the monotonic clock's origin
         self._voices: list[str] = []
+        self._uncommitted: dict[tuple[str, int], int | None] = {}  # partition -> epoch it had no commit in
 
     def tick(self) -> None:
         due = time.monotonic() - self._last >= self.interval
@@ -141,14 +142,20 @@ class HealthReporter:
         gpu = gpu_record()
         if self.state.model is not None and self.state.model.device.startswith("cuda") and not gpu["available"]:
             reasons.append("gpu: CUDA no longer available")
-        if status is None:
-            status = self.state.status
-            if status == "ready" and reasons:
-                status = "degraded"
         try:
             self._voices = sorted(self.p.voices.list())
         except Exception as exc:
             reasons.append(f"voices: {type(exc).__name__}")
+        if status is None:
+            status = self.state.status
+            if status == "ready":
+                # Same signal as /readyz: not 'ready' before the consumer has joined the group.
+                ok, why = self.state.ready()
+                if not ok:
+                    status = "starting"
+                    reasons.insert(0, why)
+                elif reasons:
+                    status = "degraded"
         lags = self._lags()
         value = self.p.codecs["WorkerHealth"].encode(
             health_record(self.state, self.worker_id, status, self._voices, lags=lags, gpu=gpu, reasons=reasons))
@@ -163,12 +170,17 @@ class HealthReporter:
         for tp in list(self.p.epochs):
             lag: int | None = None
             try:
-                _, high = self.p.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=2, cached=False)
+                low, high = self.p.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=2, cached=False)
                 committed = self.p.committed.get(tp)
-                if committed is None:
+                if committed is None and self._uncommitted.get(tp) == self.p.epochs.get(tp):
+                    committed = low  # asked the broker during this assignment: nothing committed yet
+                elif committed is None:
                     got = self.p.consumer.committed([TopicPartition(*tp)], timeout=2)
-                    committed = got[0].offset if got and got[0].offset >= 0 else 0
-                    self.p.committed[tp] = committed
+                    if got and got[0].offset >= 0:
+                        committed = self.p.committed[tp] = got[0].offset
+                    else:  # nothing committed: consumption starts at the log start (auto.offset.reset=earliest)
+                        self._uncommitted[tp] = self.p.epochs.get(tp)
+                        committed = low
                 lag = max(0, high - committed)
                 metrics.QUEUE_LAG.labels(tp[0], str(tp[1])).set(lag)
             except Exception as exc:

@@ -1,0 +1,324 @@
+"""processor.health without Kafka: probe logic, health-event derivation, lag arithmetic, the HTTP server.
+
+The processor is a stand-in object with the attributes health reads; the real thing runs in
+tests/integration/test_operations.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from processor import health, metrics
+from processor.engine.base import ModelInfo
+from processor.health import HealthReporter, WorkerState, health_record, serve_http
+from processor.logs import SecretScrubber
+from processor.pipeline import Counters
+from processor.wire import Codec
+
+MODEL = ModelInfo("ToneEngine", "test-1", "cpu", "fp32", {}, 1.5)
+OFFSET_INVALID = -1001
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.watermarks: dict[tuple[str, int], tuple[int, int]] = {}
+        self.committed_offsets: dict[tuple[str, int], int] = {}
+        self.fail = False
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float, cached: bool) -> tuple[int, int]:
+        if self.fail:
+            raise RuntimeError("broker down")
+        return self.watermarks[(tp.topic, tp.partition)]
+
+    def committed(self, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(t.topic, t.partition, self.committed_offsets.get((t.topic, t.partition), OFFSET_INVALID))
+                for t in tps]
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes) -> None:
+        self.sent.append((topic, value, key))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+class FakeVoices:
+    def __init__(self) -> None:
+        self.names = ["bob", "alice"]
+        self.error: Exception | None = None
+
+    def list(self) -> list[str]:
+        if self.error is not None:
+            raise self.error
+        return self.names
+
+
+def fake_processor(now: float = 1000.0) -> SimpleNamespace:
+    clock = SimpleNamespace(t=now)
+    return SimpleNamespace(
+        clock=lambda: clock.t, _clock=clock, last_tick=now, current=None, joined=True, counters=Counters(),
+        storage_error=None, broker_error=None, voices=FakeVoices(), epochs={}, committed={},
+        consumer=FakeConsumer(), codecs={"WorkerHealth": Codec("WorkerHealth")}, events_producer=FakeProducer(),
+        s=SimpleNamespace(kafka=SimpleNamespace(health_topic="tts.health")), assignment_changed=threading.Event(),
+    )
+
+
+def ready_state(p: SimpleNamespace) -> WorkerState:
+    state = WorkerState(stall_seconds=5, job_timeout_seconds=10)
+    state.model = MODEL
+    state.processor = p  # type: ignore[assignment]
+    state.status = "ready"
+    return state
+
+
+def sent(p: SimpleNamespace) -> list[dict[str, Any]]:
+    return [p.codecs["WorkerHealth"].decode(value) for _, value, _ in p.events_producer.sent]
+
+
+# ------------------------------------------------------------------------------------- probes
+
+
+def test_liveness() -> None:
+    state = WorkerState(stall_seconds=5, job_timeout_seconds=10)
+    assert state.live() == (True, "starting")  # loading the model is not a reason to restart
+    p = fake_processor(time.monotonic())
+    state.processor = p  # type: ignore[assignment]
+    assert state.live() == (True, "ok")
+    p.last_tick = time.monotonic() - 6
+    ok, why = state.live()
+    assert not ok and why.startswith("poll loop stalled for 6")
+    p.last_tick = time.monotonic()
+    p.current = SimpleNamespace(started=time.monotonic() - 15, request=None)
+    assert state.live() == (True, "ok")  # past its limit, but the job's own timeout will end it
+    p.current = SimpleNamespace(started=time.monotonic() - 21, request=None)
+    assert state.live() == (False, "GPU job stuck past twice its time limit")
+
+
+def test_readiness() -> None:
+    state = WorkerState(stall_seconds=5, job_timeout_seconds=10)
+    assert state.ready() == (False, "model not loaded")
+    state.model = MODEL
+    assert state.ready() == (False, "consumer has not joined the group")
+    p = fake_processor()
+    p.joined = False
+    state.processor = p  # type: ignore[assignment]
+    state.status = "ready"
+    assert state.ready() == (False, "consumer has not joined the group")
+    p.joined = True
+    assert state.ready() == (True, "ok")
+    for status in ("draining", "stopped"):
+        state.status = status
+        assert state.ready() == (False, status)
+
+
+# ------------------------------------------------------------------------------------- health events
+
+
+def test_starting_record_encodes_and_says_nothing_is_loaded() -> None:
+    state = WorkerState(5, 10)
+    rec = health_record(state, "w-1", "starting", [], lags={}, gpu=health.gpu_record(), reasons=[])
+    back = Codec("WorkerHealth").decode(Codec("WorkerHealth").encode(rec))
+    assert back["status"] == "starting" and back["worker_id"] == "w-1"
+    assert back["model"]["loaded"] is False and back["model"]["model_type"] is None
+    assert back["counters"] == {"done": 0, "failed": 0, "dead_lettered": 0}
+    assert back["assignments"] == [] and back["current_job"] is None and back["emitted_at"] is not None
+
+
+def test_ready_record_carries_model_counters_job_and_assignment() -> None:
+    p = fake_processor(time.monotonic())
+    p.counters = Counters(done=3, failed=1, dead_lettered=2)
+    p.current = SimpleNamespace(started=time.monotonic() - 2, request=SimpleNamespace(request_id="r-1"))
+    p.epochs = {("tts.requests", 1): 1, ("tts.requests", 0): 2}
+    p.consumer.watermarks = {("tts.requests", 0): (0, 10), ("tts.requests", 1): (0, 4)}
+    p.committed = {("tts.requests", 0): 7, ("tts.requests", 1): 4}
+    HealthReporter(ready_state(p), p, "w-1", 15).publish()
+    ((topic, _, key),) = p.events_producer.sent
+    assert topic == "tts.health" and key == b"w-1"
+    (rec,) = sent(p)
+    assert rec["status"] == "ready" and rec["reasons"] == []
+    assert rec["model"] == {"loaded": True, "model_type": "ToneEngine", "model_version": "test-1", "device": "cpu",
+                            "precision": "fp32", "load_seconds": 1.5}
+    assert rec["counters"] == {"done": 3, "failed": 1, "dead_lettered": 2}
+    assert rec["current_job"]["request_id"] == "r-1" and rec["current_job"]["running_seconds"] >= 2
+    assert rec["assignments"] == [{"topic": "tts.requests", "partition": 0, "lag": 3},
+                                  {"topic": "tts.requests", "partition": 1, "lag": 0}]
+    assert rec["voices"] == ["alice", "bob"]
+    sample = metrics.QUEUE_LAG.labels("tts.requests", "0")._value.get()
+    assert sample == 3
+
+
+def test_lag_without_a_committed_offset_counts_from_the_log_start() -> None:
+    """A partition never committed is consumed from its earliest offset (auto.offset.reset=earliest):
+    after retention removed old segments, that is the low watermark, not offset 0."""
+    p = fake_processor()
+    p.epochs = {("tts.requests", 0): 1}
+    p.consumer.watermarks = {("tts.requests", 0): (1000, 1010)}
+    HealthReporter(ready_state(p), p, "w-1", 15).publish()
+    assert sent(p)[0]["assignments"] == [{"topic": "tts.requests", "partition": 0, "lag": 10}]
+    p.consumer.committed_offsets = {("tts.requests", 0): 1004}
+    p.committed.clear()
+    HealthReporter(ready_state(p), p, "w-1", 15).publish()
+    assert sent(p)[1]["assignments"][0]["lag"] == 6
+
+
+def test_unknown_lag_is_null_not_zero() -> None:
+    p = fake_processor()
+    p.epochs = {("tts.requests", 3): 1}
+    p.consumer.fail = True
+    HealthReporter(ready_state(p), p, "w-1", 15).publish()
+    assert sent(p)[0]["assignments"] == [{"topic": "tts.requests", "partition": 3, "lag": None}]
+
+
+def test_recent_storage_or_broker_errors_degrade_old_ones_do_not() -> None:
+    p = fake_processor(now=1000.0)
+    reporter = HealthReporter(ready_state(p), p, "w-1", 15)
+    p.storage_error = (990.0, "connection refused")
+    p.broker_error = (900.0, "all brokers down")  # 100 s ago: over
+    reporter.publish()
+    rec = sent(p)[-1]
+    assert rec["status"] == "degraded" and rec["reasons"] == ["storage: connection refused"]
+    p._clock.t = 2000.0
+    reporter.publish()
+    assert sent(p)[-1]["status"] == "ready" and sent(p)[-1]["reasons"] == []
+
+
+def test_a_failing_voice_listing_degrades() -> None:
+    """Every reason listed makes a 'ready' worker 'degraded', including the voice catalog's."""
+    p = fake_processor()
+    p.voices.error = OSError("bucket unreachable")
+    HealthReporter(ready_state(p), p, "w-1", 15).publish()
+    rec = sent(p)[-1]
+    assert rec["reasons"] == ["voices: OSError"] and rec["status"] == "degraded"
+
+
+def test_not_ready_until_the_consumer_joined() -> None:
+    """The event status agrees with /readyz: model loaded but no group membership yet is not 'ready'."""
+    p = fake_processor()
+    p.joined = False
+    state = ready_state(p)
+    reporter = HealthReporter(state, p, "w-1", 15)
+    reporter.publish()
+    rec = sent(p)[-1]
+    assert state.ready() == (False, "consumer has not joined the group")
+    assert rec["status"] == "starting" and rec["reasons"] == ["consumer has not joined the group"]
+    p.joined = True
+    reporter.publish()
+    assert sent(p)[-1]["status"] == "ready"
+
+
+@pytest.mark.parametrize("status", ["draining", "stopped"])
+def test_lifecycle_states_pass_through(status: str) -> None:
+    p = fake_processor()
+    state = ready_state(p)
+    state.status = status
+    p.storage_error = (p.clock(), "boom")
+    HealthReporter(state, p, "w-1", 15).publish()
+    assert sent(p)[-1]["status"] == status
+    HealthReporter(ready_state(p), p, "w-1", 15).publish("stopped")
+    assert sent(p)[-1]["status"] == "stopped"
+
+
+def test_tick_publishes_on_interval_and_on_assignment_change() -> None:
+    p = fake_processor()
+    reporter = HealthReporter(ready_state(p), p, "w-1", interval=3600)
+    reporter.tick()
+    assert len(p.events_producer.sent) == 1  # the first tick always publishes
+    reporter.tick()
+    assert len(p.events_producer.sent) == 1
+    p.assignment_changed.set()
+    reporter.tick()
+    assert len(p.events_producer.sent) == 2 and not p.assignment_changed.is_set()
+
+
+def test_gpu_record_never_imports_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert health.gpu_record()["available"] is False
+    assert "torch" not in sys.modules
+
+
+# ------------------------------------------------------------------------------------- HTTP
+
+
+@pytest.fixture
+def http() -> Iterator[tuple[WorkerState, SimpleNamespace, str]]:
+    state = WorkerState(stall_seconds=5, job_timeout_seconds=10)
+    server = serve_http(state, "127.0.0.1", 0)
+    try:
+        yield state, fake_processor(time.monotonic()), f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status), r.headers["Content-Type"], r.read().decode()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.headers["Content-Type"], e.read().decode()
+
+
+def test_probe_endpoints(http: tuple[WorkerState, SimpleNamespace, str]) -> None:
+    state, p, base = http
+    code, ctype, body = get(base + "/readyz")
+    assert (code, ctype) == (503, "application/json")
+    assert json.loads(body) == {"ok": False, "status": "starting", "detail": "model not loaded"}
+    assert get(base + "/livez")[0] == 200
+    state.model, state.processor, state.status = MODEL, p, "ready"  # type: ignore[assignment]
+    assert json.loads(get(base + "/readyz?verbose=1")[2]) == {"ok": True, "status": "ready", "detail": "ok"}
+    p.last_tick = time.monotonic() - 30
+    code, _, body = get(base + "/livez")
+    assert code == 503 and json.loads(body)["detail"].startswith("poll loop stalled")
+    assert get(base + "/other")[0] == 404
+
+
+def test_metrics_endpoint_reports_readiness(http: tuple[WorkerState, SimpleNamespace, str]) -> None:
+    state, p, base = http
+    code, ctype, body = get(base + "/metrics")
+    assert code == 200 and ctype.startswith("text/plain")
+    assert "tts_worker_ready 0.0" in body and "# TYPE tts_requests_total counter" in body
+    state.model, state.processor, state.status = MODEL, p, "ready"  # type: ignore[assignment]
+    assert "tts_worker_ready 1.0" in get(base + "/metrics")[2]
+
+
+# ------------------------------------------------------------------------------------- logs
+
+
+def test_scrubber_hides_secrets_in_messages_and_arguments() -> None:
+    scrubber = SecretScrubber(["hunter22-secret", "abc"])
+    rec = logging.LogRecord("x", logging.INFO, __file__, 1, "key=%s and %s", ("hunter22-secret", "abc"), None)
+    assert scrubber.filter(rec)
+    assert rec.getMessage() == "key=*** and abc"  # too short to be a real secret: left alone
+
+
+def test_no_commit_is_asked_once_per_assignment() -> None:
+    p = fake_processor()
+    p.epochs = {("tts.requests", 0): 1}
+    p.consumer.watermarks = {("tts.requests", 0): (0, 5)}
+    asked: list[int] = []
+    real = p.consumer.committed
+    p.consumer.committed = lambda tps, timeout: asked.append(1) or real(tps, timeout)
+    reporter = HealthReporter(ready_state(p), p, "w-1", 15)
+    reporter.publish()
+    reporter.publish()
+    assert len(asked) == 1 and [r["assignments"][0]["lag"] for r in sent(p)] == [5, 5]
+    p.epochs = {("tts.requests", 0): 2}  # revoked and assigned again: someone may have committed meanwhile
+    p.consumer.committed_offsets = {("tts.requests", 0): 3}
+    reporter.publish()
+    assert len(asked) == 2 and sent(p)[-1]["assignments"][0]["lag"] == 2
