@@ -194,6 +194,18 @@ def cmd_voices(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
+    from processor.console.app import serve
+
+    return serve(settings, host=args.host, port=args.port)
+
+
+def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from processor import doctor
+
+    return doctor.main(settings, min_partitions=args.partitions, timeout=args.timeout)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tts-processor", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -241,6 +253,17 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--language", default="")
     a.add_argument("--gender", default="")
     s.set_defaults(fn=cmd_voices)
+
+    s = sub.add_parser("console", help="web console: try voices, follow requests, watch the workers")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8088)
+    s.set_defaults(fn=cmd_console)
+
+    s = sub.add_parser("doctor", help="check the installation, model files, Kafka, S3 and schemas")
+    s.add_argument("--partitions", type=int, default=None,
+                   help="requests/results/progress need at least this many partitions (default: 1)")
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for Kafka and S3")
+    s.set_defaults(fn=cmd_doctor)
     return p
 
 
