@@ -179,3 +179,18 @@ def test_panels_fit_the_grid(field: str) -> None:
     for p in all_panels(dashboard()):
         assert isinstance(p["gridPos"][field], int), p["title"]
         assert p["gridPos"]["x"] + p["gridPos"]["w"] <= 24, p["title"]
+
+
+def test_operations_doc_lists_every_metric_with_type_and_labels() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in doc.splitlines() if line.startswith("| `tts_")}
+    for obj in vars(metrics).values():
+        if not isinstance(obj, MetricWrapperBase):
+            continue
+        (family,) = obj.describe()
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert name in rows, f"docs/operations.md has no row for {name}"
+        cells = [c.strip() for c in rows[name].split("|")[1:-1]]
+        assert cells[1] == family.type, (name, cells[1])
+        assert set(re.findall(r"`(\w+)`", cells[2])) == set(obj._labelnames), (name, cells[2])
+    assert len(rows) == len([o for o in vars(metrics).values() if isinstance(o, MetricWrapperBase)])
