@@ -157,6 +157,7 @@ class HealthReporter:
                 elif reasons:
                     status = "degraded"
         lags = self._lags()
+        self.p.resync_stalled(lags, max(30.0, 3 * self.interval))
         value = self.p.codecs["WorkerHealth"].encode(
             health_record(self.state, self.worker_id, status, self._voices, lags=lags, gpu=gpu, reasons=reasons))
         try:

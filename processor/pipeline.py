@@ -135,6 +135,7 @@ class Processor:
         self.next_offset: dict[TP, int] = {}
         self.committed: dict[TP, int] = {}
         self.paused: set[TP] = set()
+        self.last_message: dict[TP, float] = {}
         self.counters = Counters()
         self.assignment_changed = threading.Event()
         self.last_tick = clock()
@@ -224,6 +225,7 @@ class Processor:
         if offset < self.next_offset.get(tp, -1):
             return  # already taken; a re-delivery after pause/resume
         self.next_offset[tp] = offset + 1
+        self.last_message[tp] = self.clock()
         origin = events.Origin(topic, partition, offset)
         job = Job(origin=origin, key=msg.key(), epoch=self.epochs[tp], received=self.clock())
         job.marks["polled"] = time.perf_counter()
@@ -619,9 +621,33 @@ class Processor:
             self.epochs[key] = next(self._epoch_seq)
             self.pending[key] = deque()
             self.next_offset.pop(key, None)
+            self.last_message[key] = self.clock()
         self.joined = True
         self.assignment_changed.set()
         log.info("assigned %s", sorted(f"{t.topic}[{t.partition}]" for t in partitions))
+
+    def resync_stalled(self, lags: dict[TP, int | None], stall_seconds: float) -> list[TP]:
+        """Re-seek partitions that have lag but delivered nothing for a long time while we were not
+        pausing them: a fetcher left stuck by a broker restart must not strand requests. Logged loudly,
+        so it is visible how often this happens."""
+        stalled: list[TP] = []
+        now = self.clock()
+        for tp, lag in lags.items():
+            if not lag or tp in self.paused or self.pending.get(tp) or self._draining:
+                continue
+            if now - self.last_message.get(tp, now) < stall_seconds:
+                continue
+            committed = self.committed.get(tp)
+            if committed is None:
+                continue
+            log.warning("partition %s[%d] has lag %d but delivered nothing for %.0fs: re-seeking to offset %d",
+                        tp[0], tp[1], lag, now - self.last_message.get(tp, now), committed)
+            self.consumer.seek(TopicPartition(tp[0], tp[1], committed))
+            self.next_offset.pop(tp, None)
+            self.last_message[tp] = now
+            metrics.REBALANCES.labels("resync").inc()
+            stalled.append(tp)
+        return stalled
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         metrics.REBALANCES.labels("revoke").inc()
@@ -645,6 +671,7 @@ class Processor:
                     job.state = "dropped"
             self.epochs.pop(key, None)
             self.next_offset.pop(key, None)
+            self.last_message.pop(key, None)
             self.paused.discard(key)
             self.committed.pop(key, None)
             with contextlib.suppress(KeyError):
