@@ -29,7 +29,7 @@ from processor.config import Settings
 Status = Literal["pass", "warn", "fail", "skip"]
 LABEL: dict[Status, str] = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
-INDEXTTS2_ENGINE = "processor.engine.indextts2:"
+INDEXTTS2_ENGINES = frozenset({"processor.engine.loader:indextts2", "processor.engine.indextts2:IndexTTS2Engine"})
 MIN_PYTHON = (3, 11)
 
 # Distribution name -> needed by whom. "core" always; "engine" only for the IndexTTS2 engine.
@@ -159,10 +159,13 @@ def check_model_dir(settings: Settings) -> tuple[list[Check], dict[str, Any] | N
     model_dir = Path(settings.engine.model_dir).expanduser()
     hint_dir = ("set INDEX_TTS_MODEL_DIR to the IndexTTS-2 checkpoint directory "
                 "(e.g. `hf download IndexTeam/IndexTTS-2 --local-dir checkpoints`)")
+    # With INDEX_TTS_AUTO_DOWNLOAD the worker fetches a missing checkpoint itself at start-up.
+    absent: Status = "warn" if settings.engine.auto_download else "fail"
+    later = "; INDEX_TTS_AUTO_DOWNLOAD will fetch it at start" if settings.engine.auto_download else ""
     if not model_dir.is_dir():
-        return [Check("model dir", "fail", f"{model_dir} does not exist", hint_dir)], None
+        return [Check("model dir", absent, f"{model_dir} does not exist{later}", hint_dir)], None
     if not (model_dir / "config.yaml").is_file():
-        return [Check("model dir", "fail", f"no config.yaml in {model_dir}", hint_dir)], None
+        return [Check("model dir", absent, f"no config.yaml in {model_dir}{later}", hint_dir)], None
     try:
         cfg = load_model_config(model_dir)
     except Exception as exc:
@@ -490,7 +493,8 @@ def check_schema_registry(settings: Settings, client: Any = None) -> list[Check]
 
 
 def engine_is_indextts2(settings: Settings) -> bool:
-    return settings.engine.engine.startswith(INDEXTTS2_ENGINE)
+    """The product engine (``processor.engine.loader:indextts2`` or the engine class itself)."""
+    return settings.engine.engine.strip() in INDEXTTS2_ENGINES
 
 
 def run_checks(settings: Settings, *, min_partitions: int | None = None, timeout: float = 10.0,
