@@ -59,9 +59,9 @@ def run_worker(settings: Settings) -> int:
     codecs = make_codecs(settings)
     events_producer = make_producer(plain_producer_config(settings.kafka, w.id))
 
-    def announce(status: str) -> None:
+    def announce(status: str, reasons: list[str] | None = None) -> None:
         rec = health_record(state, w.id, status, [], lags={}, gpu={"available": False, "count": 0, "name": None,
-                            "memory_used_bytes": None, "memory_total_bytes": None}, reasons=[])
+                            "memory_used_bytes": None, "memory_total_bytes": None}, reasons=reasons or [])
         events_producer.produce(settings.kafka.health_topic, codecs["WorkerHealth"].encode(rec), w.id.encode())
         events_producer.poll(0)
 
@@ -77,8 +77,20 @@ def run_worker(settings: Settings) -> int:
 
     t0 = time.monotonic()
     log.info("loading engine %s", settings.engine.engine)
-    engine = load_engine(settings.engine)
-    engine.warm_up()
+    try:
+        engine = load_engine(settings.engine)
+        engine.warm_up()
+    except Exception as exc:
+        # Say so on the health topic before dying, or the worker's last word there stays 'starting'.
+        reason = f"engine: {type(exc).__name__}: {exc}"
+        for secret in settings.secrets():
+            reason = reason.replace(secret, "***")
+        log.error("engine failed to load: %s", reason)
+        state.status = "stopped"
+        announce("stopped", [reason[:300]])
+        events_producer.flush(5)
+        server.shutdown()
+        raise
     state.model = engine.info
     log.info("engine ready in %.1fs: %s", time.monotonic() - t0, engine.info)
     if stop_early:
