@@ -310,6 +310,19 @@ def test_health_assignment_matches_the_group_through_a_rebalance(ops: Ops, serve
     assert after[("tts_rebalances_total", (("kind", "revoke"),))] >= 1
 
 
+def test_a_worker_whose_engine_fails_to_load_says_so_and_exits(ops: Ops) -> None:
+    env = ops.env(INDEX_TTS_ENGINE="tests.support.tone_engine:no_such_factory")
+    broken = WorkerProcess(env, ops.tmp / "worker-broken.log").start()
+    ops.workers.append(broken)
+    assert broken.wait(60) != 0
+    events = ops.health.wait("the broken worker's stopped event", lambda h: (
+        [r for r in h.of(broken.worker_id) if r["status"] == "stopped"] and h.of(broken.worker_id)))
+    assert [r["status"] for r in events] == ["starting", "stopped"]
+    (reason,) = events[-1]["reasons"]
+    assert reason.startswith("engine: AttributeError") and "no_such_factory" in reason
+    assert events[-1]["model"]["loaded"] is False and events[-1]["assignments"] == []
+
+
 # ----------------------------------------------------------------------------------------- /metrics
 
 
@@ -351,7 +364,7 @@ def test_no_secret_in_logs_events_results_or_metrics(ops: Ops, served: Served) -
     blobs: dict[str, bytes] = {}
     for w in ops.workers:
         text = w.logs()
-        assert "engine ready" in text  # the logs were captured, not empty
+        assert "loading engine" in text  # the logs were captured, not empty
         blobs[f"log {w.worker_id}"] = text.encode()
     blobs["health events"] = b"".join(e.value + (e.key or b"") for e in ops.health.events)
     blobs["health records"] = repr([e.record for e in ops.health.events]).encode()
