@@ -1,0 +1,1 @@
+"""Benchmarks that run against the real local stack (see docs/benchmarks.md)."""
