@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import json
 import random
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -195,9 +194,12 @@ def main() -> None:
     ap.add_argument("--s3-outage-seconds", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--logs", default="artifacts/chaos-logs", help="worker logs are kept here")
     args = ap.parse_args()
-    with LocalStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        report = run_chaos(stack, Path(tmp), requests=args.requests, workers=args.workers, kills=args.kills,
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    with LocalStack() as stack:
+        report = run_chaos(stack, logs, requests=args.requests, workers=args.workers, kills=args.kills,
                            job_seconds=args.job_seconds, s3_outage_seconds=args.s3_outage_seconds, seed=args.seed,
                            timeout=3600)
     print(report.line())
