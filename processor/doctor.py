@@ -417,9 +417,9 @@ def can_read(writer: Any, reader: Any, path: str = "") -> list[str]:
             src = wfields.get(name) or next((wfields[a] for a in f.get("aliases", []) if a in wfields), None)
             if src is None:
                 if "default" not in f:
-                    problems.append(f"{path}{name}: new field without a default")
+                    problems.append(f"{f'{path}.' if path else ''}{name}: new field without a default")
                 continue
-            problems += can_read(src["type"], f["type"], f"{path}{name}.")
+            problems += can_read(src["type"], f["type"], f"{path}.{name}" if path else name)
         return problems
     if wt == "enum":
         missing = set(writer.get("symbols", [])) - set(reader.get("symbols", []))
@@ -427,9 +427,9 @@ def can_read(writer: Any, reader: Any, path: str = "") -> list[str]:
             return [f"{path or 'value'}: enum symbols {sorted(missing)} unknown to the reader"]
         return []
     if wt == "array":
-        return can_read(writer["items"], reader["items"], path + "[].")
+        return can_read(writer["items"], reader["items"], f"{path}[]")
     if wt == "map":
-        return can_read(writer["values"], reader["values"], path + "{}.")
+        return can_read(writer["values"], reader["values"], f"{path}{{}}")
     if wt == "fixed" and writer.get("size") != reader.get("size"):
         return [f"{path or 'value'}: fixed size {writer.get('size')} != {reader.get('size')}"]
     return []

@@ -588,10 +588,16 @@ class Processor:
         tps = [TopicPartition(t, p) for t, p in assigned]
         if not tps:
             return
-        try:
-            committed = self.consumer.committed(tps, timeout=30)
-        except KafkaException as exc:
-            raise FatalKafkaError(f"cannot read committed offsets after abort: {exc}") from exc
+        committed: list[TopicPartition] = []
+        for attempt in range(8):
+            try:
+                committed = self.consumer.committed(tps, timeout=10)
+                break
+            except KafkaException as exc:  # e.g. NOT_COORDINATOR right after a broker restart
+                if attempt == 7:
+                    raise FatalKafkaError(f"cannot read committed offsets after abort: {exc}") from exc
+                log.warning("reading committed offsets failed (%s); retrying", exc.args[0])
+                time.sleep(min(5.0, 0.25 * 2**attempt))
         for c in committed:
             self.consumer.seek(TopicPartition(c.topic, c.partition, c.offset if c.offset >= 0 else OFFSET_BEGINNING))
 

@@ -60,6 +60,9 @@ MIN_REFERENCE_SECONDS = 0.25
 SILENT_PEAK = 1e-4  # ~ -80 dBFS
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$")
 _ATTN_BACKENDS = (None, "sdpa", "sage", "flash")
+# The pre-tokeniser spaces out CJK characters; a preview joins them back.
+_CJK = "\u2e80-\ua4cf\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+_CJK_GAP = re.compile(rf"(?<=[{_CJK}]) +| +(?=[{_CJK},.!?])")
 
 
 def configure_hub(hf_home: str | Path | None, offline: bool | None) -> None:
@@ -202,6 +205,33 @@ def _build_model_class() -> type[Any]:
     return EngineIndexTTS2
 
 
+def _restore_kv_cache(gpt: Any) -> bool:
+    """Make ``GPT2InferenceModel`` use its KV cache again under transformers >= 5.2x.
+
+    Newer ``generate()`` hands the cache over as ``cache=`` (not ``past_key_values=``) and drops
+    an all-ones attention mask; upstream's ``prepare_inputs_for_generation`` then sees no cache
+    and re-runs the whole sequence every step (quadratic: ~15x slower for 100 tokens on CPU) and
+    with another mel position offset than the cached path it was written for. This wrapper maps
+    both back; with an older transformers it changes nothing.
+    """
+    model = gpt.inference_model
+    if not getattr(model, "kv_cache", False):
+        return False
+    original = model.prepare_inputs_for_generation
+
+    # The parameter must be named ``kwargs``: generate() validates its kwargs against this signature.
+    def prepare_inputs_for_generation(input_ids: Any, past_key_values: Any = None, **kwargs: Any) -> Any:
+        cache = kwargs.pop("cache", None)
+        if past_key_values is None:
+            past_key_values = cache
+        if kwargs.get("attention_mask") is None:
+            kwargs["attention_mask"] = torch.ones_like(input_ids)
+        return original(input_ids, past_key_values=past_key_values, **kwargs)
+
+    model.prepare_inputs_for_generation = prepare_inputs_for_generation
+    return True
+
+
 def _short(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -295,6 +325,7 @@ class IndexTTS2Engine:
         tts.request = self._request
         tts.clock = self._clock
         self._install_stage_hooks()
+        kv_cache = _restore_kv_cache(tts.gpt)
 
         cfg = tts.cfg
         self.sample_rate = int(cfg.s2mel.preprocess_params.sr)
@@ -309,6 +340,7 @@ class IndexTTS2Engine:
             "use_accel": str(getattr(gpt, "accel_engine", None) is not None).lower(),
             "attn_backend": attn_backend or "sdpa",
             "use_torch_compile": str(bool(use_torch_compile)).lower(),
+            "gpt_kv_cache": str(kv_cache).lower(),
             "sample_rate": str(self.sample_rate),
             "import_seconds": f"{imported - started:.3f}",
         }
@@ -348,7 +380,8 @@ class IndexTTS2Engine:
         tokens = self._tokenize_checked(text, max_text_tokens_per_segment)
         tokenizer = self._tts.tokenizer
         segments = tokenizer.split_segments(tokens, max_text_tokens_per_segment)
-        return [str(tokenizer.decode(tokenizer.convert_tokens_to_ids(seg))) for seg in segments]
+        # The normalised text each segment speaks (upstream's decode() garbles Latin words).
+        return [_CJK_GAP.sub("", str(tokenizer.sp_model.DecodePieces(seg))).strip() for seg in segments]
 
     def synthesize(self, spec: SynthesisSpec, on_progress: ProgressCallback | None = None) -> Synthesized:
         return self._synthesize(spec, on_progress, use_cache=True)
@@ -579,7 +612,7 @@ class IndexTTS2Engine:
                 traceback.clear_frames(exc.__traceback__)  # frames pin the tensors that filled memory
             self._free_memory()
             return TtsError(ErrorCode.OUT_OF_MEMORY, f"out of memory during synthesis: {_short(exc, 200)}")
-        logger.exception("IndexTTS2 synthesis failed")
+        logger.error("IndexTTS2 synthesis failed", exc_info=exc)
         return TtsError(ErrorCode.ENGINE_ERROR, f"{type(exc).__name__}: {_short(exc)}")
 
     def _free_memory(self) -> None:
