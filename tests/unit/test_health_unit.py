@@ -76,6 +76,7 @@ def fake_processor(now: float = 1000.0) -> SimpleNamespace:
         storage_error=None, broker_error=None, voices=FakeVoices(), epochs={}, committed={},
         consumer=FakeConsumer(), codecs={"WorkerHealth": Codec("WorkerHealth")}, events_producer=FakeProducer(),
         s=SimpleNamespace(kafka=SimpleNamespace(health_topic="tts.health")), assignment_changed=threading.Event(),
+        resync_stalled=lambda lags, stall_seconds: [],
     )
 
 
