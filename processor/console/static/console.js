@@ -239,6 +239,10 @@ function showResult(r) {
 async function refreshWorkers() {
   try {
     const { workers } = await api("api/workers");
+    // last_seen ticks every refresh; re-render only when something else changed or every 10 s.
+    const key = JSON.stringify(workers.map((w) => ({ ...w, last_seen_seconds: Math.floor(w.last_seen_seconds / 10) })));
+    if (key === state.workersKey) return;
+    state.workersKey = key;
     const body = $("#workers tbody");
     if (!workers.length) {
       body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "9" }, "no health events yet")));
@@ -271,6 +275,9 @@ async function refreshWorkers() {
 async function refreshHistory() {
   try {
     const { results } = await api("api/history?limit=25");
+    const key = JSON.stringify(results);
+    if (key === state.historyKey) return;
+    state.historyKey = key;
     const body = $("#history tbody");
     if (!results.length) {
       body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "8" }, "no results yet")));
@@ -290,6 +297,7 @@ async function refreshHistory() {
         el("td", { class: "text", title: r.text || r.error_message || "" }, r.text || (ok ? "" : r.error_message || "")),
         el("td", {}, play));
     }));
+    markPlaying();
   } catch (_) { /* keep */ }
 }
 
@@ -308,7 +316,12 @@ function replay(r) {
   const player = $("#player");
   player.currentTime = 0;
   player.play().catch(() => { /* autoplay may be blocked; controls remain */ });
-  document.querySelectorAll("#history tr").forEach((tr) => tr.classList.toggle("playing", tr.dataset.requestId === r.request_id));
+  state.playing = r.request_id;
+  markPlaying();
+}
+
+function markPlaying() {
+  document.querySelectorAll("#history tbody tr").forEach((tr) => tr.classList.toggle("playing", tr.dataset.requestId === state.playing));
 }
 
 async function refreshStatus() {
