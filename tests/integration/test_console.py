@@ -170,7 +170,8 @@ def shot(driver: WebDriver, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
     # Emulate a viewport as tall as the page so the screenshot holds all of it.
-    height = int(driver.execute_script("return Math.max(document.documentElement.scrollHeight, 900)"))
+    height = int(driver.execute_script(
+        "return Math.max(Math.ceil(document.querySelector('main').getBoundingClientRect().bottom + scrollY) + 8, 600)"))
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",  # type: ignore[attr-defined]
                            {"width": 1400, "height": min(height, 4000), "deviceScaleFactor": 1, "mobile": False})
     try:

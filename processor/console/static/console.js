@@ -169,6 +169,7 @@ function followJob(id, initial) {
   state.jobId = id;
   state.lastJob = null;
   $("#job").hidden = false;
+  $("#job-placeholder").hidden = true;
   $("#job-id").textContent = id;
   $("#job-error").hidden = true;
   $("#job-result").hidden = true;
@@ -305,6 +306,7 @@ function replay(r) {
   state.jobId = r.request_id;
   clearTimeout(state.jobTimer);
   $("#job").hidden = false;
+  $("#job-placeholder").hidden = true;
   $("#job-id").textContent = r.request_id;
   $("#job-state").textContent = "done";
   $("#job-state").className = "pill done";
