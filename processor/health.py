@@ -171,12 +171,16 @@ class HealthReporter:
         for tp in list(self.p.epochs):
             lag: int | None = None
             try:
-                low, high = self.p.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=2, cached=False)
+                # Cached watermarks (from the last fetch) never block the poll loop, e.g. during a
+                # broker outage; ask the broker (briefly) only when nothing is cached yet.
+                low, high = self.p.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+                if high < 0 or low < 0:
+                    low, high = self.p.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=0.5, cached=False)
                 committed = self.p.committed.get(tp)
                 if committed is None and self._uncommitted.get(tp) == self.p.epochs.get(tp):
                     committed = low  # asked the broker during this assignment: nothing committed yet
                 elif committed is None:
-                    got = self.p.consumer.committed([TopicPartition(*tp)], timeout=2)
+                    got = self.p.consumer.committed([TopicPartition(*tp)], timeout=1)
                     if got and got[0].offset >= 0:
                         committed = self.p.committed[tp] = got[0].offset
                     else:  # nothing committed: consumption starts at the log start (auto.offset.reset=earliest)

@@ -643,9 +643,8 @@ class Processor:
                 continue
             if now - self.last_message.get(tp, now) < stall_seconds:
                 continue
-            committed = self.committed.get(tp)
-            if committed is None:
-                continue
+            # Nothing committed yet: start over from the log start, as auto.offset.reset=earliest would.
+            committed = self.committed.get(tp, OFFSET_BEGINNING)
             log.warning("partition %s[%d] has lag %d but delivered nothing for %.0fs: re-seeking to offset %d",
                         tp[0], tp[1], lag, now - self.last_message.get(tp, now), committed)
             self.consumer.seek(TopicPartition(tp[0], tp[1], committed))

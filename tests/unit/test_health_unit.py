@@ -23,7 +23,7 @@ from confluent_kafka import TopicPartition
 from processor import health, metrics
 from processor.engine.base import ModelInfo
 from processor.health import HealthReporter, WorkerState, health_record, serve_http
-from processor.logs import SecretScrubber
+from processor.logs import ScrubbingFormatter
 from processor.pipeline import Counters
 from processor.wire import Codec
 
@@ -37,7 +37,7 @@ class FakeConsumer:
         self.committed_offsets: dict[tuple[str, int], int] = {}
         self.fail = False
 
-    def get_watermark_offsets(self, tp: TopicPartition, timeout: float, cached: bool) -> tuple[int, int]:
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float = -1, cached: bool = False) -> tuple[int, int]:
         if self.fail:
             raise RuntimeError("broker down")
         return self.watermarks[(tp.topic, tp.partition)]
@@ -301,11 +301,18 @@ def test_metrics_endpoint_reports_readiness(http: tuple[WorkerState, SimpleNames
 # ------------------------------------------------------------------------------------- logs
 
 
-def test_scrubber_hides_secrets_in_messages_and_arguments() -> None:
-    scrubber = SecretScrubber(["hunter22-secret", "abc"])
+def test_scrubber_hides_secrets_in_messages_arguments_and_tracebacks() -> None:
+    fmt = ScrubbingFormatter("%(message)s", ["hunter22-secret", "abc"])
     rec = logging.LogRecord("x", logging.INFO, __file__, 1, "key=%s and %s", ("hunter22-secret", "abc"), None)
-    assert scrubber.filter(rec)
-    assert rec.getMessage() == "key=*** and abc"  # too short to be a real secret: left alone
+    assert fmt.format(rec) == "key=*** and abc"  # too short to be a real secret: left alone
+    try:
+        raise RuntimeError("connect failed with password hunter22-secret")
+    except RuntimeError:
+        import sys
+
+        rec = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", None, sys.exc_info())
+    text = fmt.format(rec)
+    assert "Traceback" in text and "hunter22-secret" not in text and "password ***" in text
 
 
 def test_no_commit_is_asked_once_per_assignment() -> None:
