@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from processor.console.segments import estimate_segments
 from tests.support.audio import NOT_AUDIO, voice_clip
 from tests.support.workers import REPO, Topics, WorkerProcess, free_port, worker_env
 
@@ -37,17 +45,7 @@ ENGINE = os.environ.get("CONSOLE_TEST_ENGINE", "tiny")
 ARTIFACTS = REPO / "artifacts" / "console"
 TINY_DIR = REPO / ".cache" / "tiny-model"
 
-if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-    pytest.skip(f"no headless browser: {CHROMIUM} and {CHROMEDRIVER} are needed "
-                "(run scripts/install_browser.sh)", allow_module_level=True)
-
-from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+HAVE_BROWSER = os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)
 
 JOB_TIMEOUT = 300 if ENGINE == "tiny" else 60
 
@@ -145,6 +143,9 @@ def env(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
+    if not HAVE_BROWSER:
+        pytest.skip(f"no headless browser: {CHROMIUM} and {CHROMEDRIVER} are needed "
+                    "(run scripts/install_browser.sh)")
     profile = tempfile.mkdtemp(prefix="console-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
@@ -375,3 +376,75 @@ def test_console_upload_and_errors(env: Env, browser: WebDriver, tmp_path: Path)
     assert d.find_element(By.ID, "job-error-code").text == "reference_not_found"
     assert "does not exist" in d.find_element(By.ID, "job-error-message").text
     shot(d, "console-error.png")
+
+
+# ------------------------------------------------------------------ the JSON API without a browser
+
+
+def call(env: Env, method: str, path: str, **kwargs: Any) -> Any:
+    import httpx
+
+    return httpx.request(method, env.console.url + path, timeout=15, **kwargs)
+
+
+def test_api_refuses_bad_input(env: Env) -> None:
+    r = call(env, "POST", "api/requests", json={"text": "x" * 10_001, "voice": "alice"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "text_too_long"
+    r = call(env, "POST", "api/requests", json={"text": "hi", "voice": "nobody"})
+    assert r.status_code == 400 and r.json()["error"] == {"code": "unknown_voice",
+                                                          "message": "no voice preset named 'nobody'"}
+    r = call(env, "POST", "api/requests", json={"text": "hi", "voice": "alice", "top_p": 1.5})
+    assert r.status_code == 400 and "top_p" in r.json()["error"]["message"]
+    r = call(env, "POST", "api/requests", json={"text": "hi", "voice": "s3://elsewhere/x.wav",
+                                                "emotion_mode": "reference"})
+    assert r.status_code == 400 and "emotion clip" in r.json()["error"]["message"]
+    r = call(env, "POST", "api/requests", content=b"not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    # Uploads: over the cap (S3_MAX_REFERENCE_BYTES, default 20 MiB) and too short to be a reference.
+    big = b"\0" * (20 * 1024 * 1024 + 100 * 1024)
+    r = call(env, "POST", "api/uploads", files={"file": ("big.wav", big, "audio/wav")}, data={"kind": "voice"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "reference_too_large"
+    r = call(env, "POST", "api/uploads", files={"file": ("short.wav", voice_clip(seconds=0.1), "audio/wav")},
+             data={"kind": "emotion"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_reference_audio"
+    # Only WAVs of results the console has seen are served.
+    r = call(env, "GET", "api/audio/never-submitted")
+    assert r.status_code == 404
+    assert call(env, "GET", "api/requests/never-submitted").status_code == 404
+
+
+def test_api_upload_is_content_addressed(env: Env) -> None:
+    clip = voice_clip(seconds=1.2, seed=11)
+    a = call(env, "POST", "api/uploads", files={"file": ("a.wav", clip, "audio/wav")}, data={"kind": "voice"})
+    b = call(env, "POST", "api/uploads", files={"file": ("b.wav", clip, "audio/wav")}, data={"kind": "emotion"})
+    assert a.status_code == b.status_code == 201
+    assert a.json()["uri"] == b.json()["uri"]
+    assert a.json()["seconds"] == pytest.approx(1.2, abs=0.01) and a.json()["format"] == "WAV"
+
+
+def test_api_config_and_segments(env: Env) -> None:
+    cfg = call(env, "GET", "api/config").json()
+    assert cfg["defaults"] == {"top_p": 0.8, "top_k": 30, "temperature": 0.8, "num_beams": 3,
+                               "repetition_penalty": 10.0, "max_mel_tokens": 1500,
+                               "max_text_tokens_per_segment": 120, "interval_silence_ms": 200}
+    assert cfg["emotion_names"] == ["happy", "angry", "sad", "afraid", "disgusted", "melancholic", "surprised",
+                                    "calm"]
+    seg = call(env, "POST", "api/segments", json={"text": "One. Two, three! 你好。", "max_text_tokens_per_segment": 20})
+    body = seg.json()
+    assert body["estimate"] is True and "estimate" in body["note"].lower()
+    assert [s["text"] for s in body["segments"]] == ["One. Two, three! 你好。"]
+
+
+def test_segment_estimate() -> None:
+    text = ("Hello world, this is a test. How are you today? I am fine, thank you! "
+            "你好，世界。这是一个很小的语音合成模型。")
+    segs = estimate_segments(text, 20)
+    assert [s.text for s in segs] == ["Hello world, this is a test. How are you today? I am fine, thank you!",
+                                      "你好，世界。这是一个很小的语音合成模型。"]
+    assert all(s.tokens <= 20 for s in segs)
+    # Everything fits in one segment at the default budget; nothing is lost or reordered.
+    assert [s.text for s in estimate_segments(text, 120)] == [text]
+    # A run-on text without punctuation is cut by length.
+    long = estimate_segments("word " * 300, 120)
+    assert [s.tokens for s in long] == [120, 120, 60]
+    assert estimate_segments("", 120) == []
