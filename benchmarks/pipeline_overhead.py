@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import itertools
 import json
@@ -183,7 +184,7 @@ def child_main(config_path: Path) -> int:
     )
     from processor.pipeline import Job, Processor
     from processor.storage import Storage
-    from processor.worker import make_codecs
+    from processor.worker import load_engine, make_codecs
 
     t = cfg["topics"]
     settings = Settings(
@@ -193,7 +194,9 @@ def child_main(config_path: Path) -> int:
         s3=S3Settings(endpoint_url=cfg["s3_endpoint"], region=cfg["s3_region"], bucket=cfg["bucket"],
                       access_key_id=cfg["s3_access_key"] or None, secret_access_key=cfg["s3_secret_key"] or None,
                       reference_cache_dir=cfg["refcache_dir"]),
-        engine=EngineSettings(),
+        # The real engine goes through the product's own factory (INDEX_TTS_ENGINE), offline, on the CPU.
+        engine=EngineSettings(**{"engine": "processor.engine.loader:indextts2", "model_dir": cfg["model_dir"] or "-",
+                                 "device": "cpu", "auto_download": False, "HF_HOME": cfg["hf_home"]}),
         worker=WorkerSettings(id=cfg["worker_id"], prefetch=cfg["prefetch"], max_batch=cfg["max_batch"],
                               shutdown_grace_seconds=10.0),
         http=HttpSettings(),
@@ -207,9 +210,7 @@ def child_main(config_path: Path) -> int:
 
         engine = StandInEngine(cfg["hold_seconds"], rtf=cfg["rtf"])
     else:
-        from processor.engine.indextts2 import IndexTTS2Engine
-
-        engine = IndexTTS2Engine(cfg["model_dir"], device="cpu", hf_home=cfg["hf_home"])
+        engine = load_engine(settings.engine)
     out["engine_load_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     engine.warm_up()
@@ -242,10 +243,15 @@ def child_main(config_path: Path) -> int:
                 name = "poll (main)" if names[tid] == "MainThread" else names[tid]
             else:
                 try:
-                    name = (task / "comm").read_text().strip()
+                    comm = (task / "comm").read_text().strip()
                 except OSError:
-                    name = "?"
-                name = re.sub(r"\d+$", "", name) or name  # rdk:broker1 -> rdk:broker
+                    comm = "?"
+                if comm.startswith("rdk:"):  # librdkafka: rdk:main, rdk:broker1, rdk:broker-1 (bootstrap)
+                    name = "librdkafka " + re.sub(r"[-\d]+$", "", comm[4:])
+                elif comm.startswith("python"):
+                    name = "other native (e.g. torch intra-op)"
+                else:
+                    name = comm
             per[name] = per.get(name, 0.0) + sec
         return per
 
@@ -676,7 +682,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"partitions": args.partitions, "prefetch": args.prefetch, "max_batch": args.max_batch,
                      "transactions": True,
                      "consumer_extra": args.consumer_extra, "standin_mode": "sleep", "standin_rtf": args.rtf,
-                     "standin_sample_rate": 22050, "real_engine_device": "cpu"},
+                     "standin_sample_rate": 22050,
+                     "real_engine": "processor.engine.loader:indextts2 (tiny random model, device=cpu, offline)"},
         "definitions": {
             "duty_cycle": "sum(engine_end - engine_start) / (last committed - first polled)",
             "gpu_idle_gap": "jobs sorted by engine_start; engine_start[i] - engine_end[i-1] for i >= 1 "
@@ -705,7 +712,9 @@ def main(argv: list[str] | None = None) -> int:
                 model = None
                 if variant.engine == "indextts2":
                     try:
-                        import processor.engine.indextts2  # noqa: F401  (is the engine there at all?)
+                        # Are the engine and its factory there at all? (ImportError: column marked n/a)
+                        for module in ("processor.engine.indextts2", "processor.engine.loader"):
+                            importlib.import_module(module)
 
                         model = ensure_tiny_model(args.model_dir, logs_dir / "tiny_model.log")
                     except Exception as exc:  # the column stays, marked unavailable, with the reason
