@@ -365,6 +365,7 @@ def summarize(variant: Variant, raw: dict[str, Any]) -> dict[str, Any]:
         "duty_cycle": round(busy / wall, 4) if wall > 0 else None,
         "gpu_idle_gap_ms": _pct(gaps, 1000),
         "gpu_idle_gap_sum_seconds": round(sum(gaps), 3),
+        "overhead_ms_per_request_amortized": round((wall - busy) * 1000 / len(gpu), 3),
         "fill_ms": round(fill * 1000, 1),
         "drain_ms": round(drain * 1000, 1),
         "engine_ms": _pct(engine_times, 1000),
@@ -576,6 +577,7 @@ def table(result: dict[str, Any]) -> str:
         ("DUTY CYCLE", lambda v: _fmt(v["duty_cycle"], 4)),
         ("GPU idle gap ms p50/p95/p99", lambda v: _p3(v["gpu_idle_gap_ms"])),
         ("GPU idle gap ms max", lambda v: _fmt(v["gpu_idle_gap_ms"]["max"])),
+        ("overhead ms/request, amortized", lambda v: _fmt(v["overhead_ms_per_request_amortized"], 2)),
         ("fill / drain ms", lambda v: f"{_fmt(v['fill_ms'], 0)} / {_fmt(v['drain_ms'], 0)}"),
         ("e2e poll→commit s p50/p95/p99", lambda v: _p3(v["e2e_latency_s"], 2)),
         ("decode ms p50/p95/p99", lambda v: _p3(v["stage_ms"]["decode"], 2)),
@@ -688,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
             "duty_cycle": "sum(engine_end - engine_start) / (last committed - first polled)",
             "gpu_idle_gap": "jobs sorted by engine_start; engine_start[i] - engine_end[i-1] for i >= 1 "
                             "(request topic pre-filled, so the GPU thread is never short of demand)",
+            "overhead_ms_per_request_amortized": "(wall - sum(engine)) / requests: gaps plus fill and drain",
             "e2e_latency": "committed - polled per job (includes queueing behind the GPU)",
             "stage_ms": "Job.stage_seconds as recorded by processor/pipeline.py",
             "rss_mb.peak_run": "VmHWM of the variant process, reset (clear_refs 5) right before Processor.run",
@@ -699,7 +702,15 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     try:
         with LocalStack() as stack:
+            import confluent_kafka
+
+            from devstack import stack as devstack_stack
+
             result["stack"] = {"kafka": stack.kafka.kind, "s3": stack.s3.kind,
+                               "kafka_version": devstack_stack.KAFKA_VERSION,
+                               "s3proxy_version": devstack_stack.S3PROXY_VERSION,
+                               "confluent_kafka": str(confluent_kafka.version()),
+                               "librdkafka": confluent_kafka.libversion()[0],
                                "startup_seconds": {k: round(v, 1) for k, v in stack.startup_seconds.items()},
                                "kafka_heap_mb": stack.kafka_heap_mb}
             bucket = f"bench-{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
