@@ -12,8 +12,11 @@ GPU thread, finish thread, batched transactional commits) and a stand-in or real
 - ``standin_200ms`` / ``standin_1s``: ``benchmarks.standin_engine.StandInEngine`` SLEEPS for that
   long per request (a GPU job leaves the CPU mostly free) and returns audio of a fixed real-time
   factor (``--rtf``, default 0.1: 2 s of 22.05 kHz audio for 200 ms of "GPU").
-- ``indextts2_tiny_cpu``: the product engine ``IndexTTS2Engine`` on the tiny random model from
-  ``devstack.tiny_model`` (built into ``.cache/bench/tiny-model`` on first use), on the CPU.
+- ``standin_200ms_prefetch2``: the 200 ms stand-in at the product default ``WORKER_PREFETCH=2``
+  (the other variants use ``--prefetch``, default 6: see docs/benchmarks.md for why).
+- ``indextts2_tiny_cpu``: the product engine (factory ``processor.engine.loader:indextts2``) on the
+  tiny random model from ``devstack.tiny_model`` (built into ``.cache/bench/tiny-model`` on first
+  use), on the CPU.
 
 Each variant runs in a fresh Python process (this module with ``--child``) that builds the
 Processor itself and reads every committed Job's ``marks`` / ``stage_seconds`` through
