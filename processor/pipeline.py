@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import queue
 import random
 import threading
@@ -51,6 +52,10 @@ from processor.wire import Codec, DecodeError
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+# pause() drops what librdkafka already fetched and a resumed partition is re-fetched only on the
+# broker thread's next idle tick (up to ~1 s, measured in benchmarks/pipeline_overhead.py): keep at
+# least this much GPU work taken so short jobs never starve across a pause/resume.
+RESUME_LATENCY_SECONDS = 1.2
 State = Literal["queued", "preparing", "synthesizing", "finishing", "done", "dropped"]
 
 
@@ -151,6 +156,7 @@ class Processor:
         self._draining = False
         self._threads: list[threading.Thread] = []
         self.current: Job | None = None  # the job on the GPU, for health and watchdog
+        self.engine_seconds_ewma: float | None = None  # written by the GPU thread, read by the poll thread
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -312,7 +318,9 @@ class Processor:
             finally:
                 self.current = None
             job.marks["engine_end"] = time.perf_counter()
-            job.stage_seconds["synthesis"] = job.marks["engine_end"] - t0
+            took = job.stage_seconds["synthesis"] = job.marks["engine_end"] - t0
+            avg = self.engine_seconds_ewma
+            self.engine_seconds_ewma = took if avg is None else 0.8 * avg + 0.2 * took
             metrics.STAGE_SECONDS.labels("synthesis").observe(job.stage_seconds["synthesis"])
             self._finish_q.put((job, result))
 
@@ -608,7 +616,7 @@ class Processor:
         metrics.INFLIGHT_JOBS.set(in_progress)
         current = self.current
         metrics.INFLIGHT_AGE.set(self.clock() - current.started if current is not None else 0.0)
-        full = self._draining or in_progress >= self.s.worker.prefetch + 1
+        full = self._draining or in_progress >= self._intake_limit() + 1
         if full:
             to_pause = [tp for tp in self.epochs if tp not in self.paused]
             if to_pause:
@@ -619,6 +627,14 @@ class Processor:
             if to_resume:
                 self.consumer.resume([TopicPartition(t, p) for t, p in to_resume])
             self.paused.clear()
+
+    def _intake_limit(self) -> int:
+        """WORKER_PREFETCH, raised for short jobs so the queued work outlasts a resume's re-fetch delay."""
+        limit = self.s.worker.prefetch
+        avg = self.engine_seconds_ewma
+        if avg is not None and avg > 0:
+            limit = max(limit, min(16, math.ceil(RESUME_LATENCY_SECONDS / avg) + 1))
+        return limit
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         metrics.REBALANCES.labels("assign").inc()
