@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from processor.metrics import SPEAKER_CACHE
+
 if TYPE_CHECKING:  # torch is imported lazily: importing this module must stay cheap
     from torch import Tensor
 
@@ -91,9 +93,11 @@ class ConditioningCache:
             value = self._entries.get(key)
             if value is None:
                 self.misses += 1
+                SPEAKER_CACHE.labels("miss").inc()
                 return None
             self._entries.move_to_end(key)
             self.hits += 1
+            SPEAKER_CACHE.labels("hit").inc()
             return value
 
     def put(self, kind: Kind, sha256: str, value: Conditioning) -> None:
