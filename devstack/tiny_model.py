@@ -1,6 +1,6 @@
 """Build a tiny, random, offline IndexTTS2 that the real ``indextts`` code loads unpatched.
 
-    python -m devstack.tiny_model OUT_DIR [--hf-home DIR] [--seed N] [--force]
+    python -m devstack.tiny_model OUT_DIR [--hf-home DIR] [--seed N] [--force] [--full-size]
 
 ``OUT_DIR`` gets the upstream checkpoint layout (``config.yaml``, ``gpt.pth``, ``s2mel.pth``,
 ``bpe.model``, ``wav2vec2bert_stats.pt``, ``feat1.pt``, ``feat2.pt``, ``qwen0.6bemo4-merge/``) and
@@ -12,6 +12,9 @@ and timing structure is the real one. Dimensions the code hard-codes are kept (G
 w2v-BERT width 1024 with >= 17 layers, CAMPPlus 80->192, 73 emotion prototypes); everything
 else is shrunk. The build is seeded (same seed -> same weights) and idempotent: a completed
 build leaves ``.tiny-model-complete`` and is skipped next time unless ``--force``.
+
+``--full-size`` keeps the upstream IndexTTS-2 dimensions instead (random weights, ~5 GB): the GPU
+benchmark's model, with real compute and memory cost.
 """
 
 from __future__ import annotations
@@ -283,6 +286,14 @@ TINY_BIGVGAN_PATCH: dict[str, Any] = {
     "resblock_dilation_sizes": [[1, 3, 5]],
 }
 TINY_W2V = {"num_hidden_layers": 17, "intermediate_size": 64, "num_attention_heads": 2}
+# The upstream sizes again, for the full-size random model (GPU benchmark).
+FULL_SIZE_PATCH: dict[str, Any] = {
+    "gpt": UPSTREAM_CONFIG["gpt"],
+    "semantic_codec": UPSTREAM_CONFIG["semantic_codec"],
+    "s2mel": UPSTREAM_CONFIG["s2mel"],
+    "model_type": "indextts2-full-random",
+    "version": "2.0-full-random",
+}
 
 
 def _fake_commit(repo_id: str, seed: int) -> str:
@@ -481,7 +492,7 @@ def tiny_config(number_text_tokens: int) -> dict[str, Any]:
     return cfg
 
 
-def is_complete(out_dir: Path, hf_home: Path, seed: int) -> bool:
+def is_complete(out_dir: Path, hf_home: Path, seed: int, size: str = "tiny") -> bool:
     marker = out_dir / MARKER
     if not marker.is_file():
         return False
@@ -492,6 +503,7 @@ def is_complete(out_dir: Path, hf_home: Path, seed: int) -> bool:
     return bool(
         info.get("build_version") == BUILD_VERSION
         and info.get("seed") == seed
+        and info.get("size", "tiny") == size
         and Path(info.get("hf_home", "")).resolve() == hf_home.resolve()
         and (hf_home / "hub").is_dir()
     )
@@ -503,20 +515,20 @@ def build(
     *,
     seed: int = 1234,
     force: bool = False,
-    config_patch: dict[str, Any] | None = None,
-    bigvgan_patch: dict[str, Any] | None = None,
-    w2v_overrides: dict[str, Any] | None = None,
+    full_size: bool = False,
 ) -> Path:
     """Build the model into ``out_dir`` (and its hub cache into ``hf_home``); return ``out_dir``.
 
-    ``config_patch`` / ``bigvgan_patch`` / ``w2v_overrides`` replace the tiny sizes (the GPU
-    benchmark passes the upstream ones to get a full-size random model).
+    ``full_size`` keeps every upstream dimension (IndexTTS-2's GPT, s2mel, codec, w2v-BERT and
+    BigVGAN; ~5 GB of random fp32 weights) for speed and memory benchmarks; only the BPE
+    vocabulary and the emotion-classifier LM stay tiny.
     """
     import yaml
 
     out = Path(out_dir)
     hf = Path(hf_home) if hf_home is not None else out / "hf"
-    if not force and is_complete(out, hf, seed):
+    size = "full" if full_size else "tiny"
+    if not force and is_complete(out, hf, seed, size):
         return out
     started = time.perf_counter()
     # Build into a sibling temp dir and swap in, so an interrupted build never looks complete.
@@ -531,16 +543,21 @@ def build(
     try:
         number_text_tokens = _train_bpe(tmp, seed)
         cfg = tiny_config(number_text_tokens)
-        if config_patch:
-            cfg = _deep_update(cfg, config_patch)
-        bigvgan_h = _deep_update(UPSTREAM_BIGVGAN, TINY_BIGVGAN_PATCH if bigvgan_patch is None else bigvgan_patch)
-        cfg["tiny_random"] = {"seed": seed, "builder": "devstack.tiny_model", "build_version": BUILD_VERSION}
+        if full_size:
+            cfg = _deep_update(cfg, FULL_SIZE_PATCH)
+        bigvgan_h = UPSTREAM_BIGVGAN if full_size else _deep_update(UPSTREAM_BIGVGAN, TINY_BIGVGAN_PATCH)
+        cfg["tiny_random"] = {
+            "seed": seed,
+            "size": size,
+            "builder": "devstack.tiny_model",
+            "build_version": BUILD_VERSION,
+        }
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
         _build_gpt(tmp, cfg, seed)
         _build_s2mel(tmp, cfg, seed)
         _build_matrices(tmp, seed, cfg["gpt"]["model_dim"])
         _build_qwen_emotion(tmp, seed)
-        _build_w2v(hf_build, TINY_W2V if w2v_overrides is None else w2v_overrides, seed)
+        _build_w2v(hf_build, UPSTREAM_W2V if full_size else TINY_W2V, seed)
         _build_maskgct(hf_build, cfg, seed)
         _build_campplus(hf_build, seed)
         _build_bigvgan(hf_build, bigvgan_h, seed)
@@ -549,6 +566,7 @@ def build(
         marker = {
             "build_version": BUILD_VERSION,
             "seed": seed,
+            "size": size,
             "hf_home": str(hf.resolve()),
             "build_seconds": round(time.perf_counter() - started, 2),
         }
@@ -574,14 +592,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hf-home", type=Path, default=None, help="hub cache dir (default OUT_DIR/hf)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--force", action="store_true", help="rebuild even if complete")
+    parser.add_argument("--full-size", action="store_true", help="upstream dimensions (~5 GB), for benchmarks")
     args = parser.parse_args(argv)
     hf = args.hf_home if args.hf_home is not None else args.out_dir / "hf"
-    if not args.force and is_complete(args.out_dir, hf, args.seed):
-        print(f"tiny model already complete in {args.out_dir}")
+    size = "full" if args.full_size else "tiny"
+    if not args.force and is_complete(args.out_dir, hf, args.seed, size):
+        print(f"{size} model already complete in {args.out_dir}")
         return 0
     started = time.perf_counter()
-    build(args.out_dir, hf, seed=args.seed, force=args.force)
-    print(f"built tiny model in {args.out_dir} (hub cache {hf}) in {time.perf_counter() - started:.1f}s")
+    build(args.out_dir, hf, seed=args.seed, force=args.force, full_size=args.full_size)
+    print(f"built {size} model in {args.out_dir} (hub cache {hf}) in {time.perf_counter() - started:.1f}s")
     print(f"use with: HF_HOME={hf} HF_HUB_OFFLINE=1")
     return 0
 
