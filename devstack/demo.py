@@ -60,6 +60,8 @@ def main() -> int:
     ap.add_argument("--text", default="Hello from the Kafka speech processor. 你好，欢迎使用语音合成。")
     ap.add_argument("--keep", action="store_true", help="leave the stack and worker running until Ctrl-C")
     args = ap.parse_args()
+    # SIGTERM (a CI timeout, `kill`) must unwind like Ctrl-C so the worker and the servers stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from devstack.stack import LocalStack, free_port
 

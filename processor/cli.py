@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -140,15 +140,17 @@ def consume(settings: Settings, kind: str, *, from_beginning: bool, timeout: flo
         "auto.offset.reset": "earliest" if from_beginning or since else "latest",
         "enable.auto.commit": False, "isolation.level": "read_committed",
     })
-    consumer.subscribe([topic])
-    if since is not None:
-        # Look up offsets by time so `submit --wait` never misses a fast result.
+    if since is None:
+        consumer.subscribe([topic])
+    else:
+        # Look up offsets by time so `submit --wait` never misses a fast result. Manual assignment
+        # only: a subscribe() here would start a group join whose late revoke clears the assignment.
         md = consumer.list_topics(topic, timeout=10).topics[topic]
-        from confluent_kafka import TopicPartition
-
         ms = int(since.timestamp() * 1000) - 5000
         tps = consumer.offsets_for_times([TopicPartition(topic, p, ms) for p in md.partitions], timeout=10)
-        consumer.unsubscribe()
+        for tp in tps:
+            if tp.offset < 0:  # nothing that recent yet: start at the current end
+                tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[1]
         consumer.assign(tps)
     last = time.monotonic()
     try:
