@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -353,6 +355,24 @@ def test_metrics_expose_the_series_after_requests(ops: Ops, served: Served) -> N
     assert value("tts_transactions_total", outcome="committed") >= 1
     assert value("tts_inflight_jobs") == 0 and value("tts_inflight_job_age_seconds") == 0
     assert value("tts_worker_ready") == 1
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def test_submit_wait_prints_the_result_of_its_own_request(ops: Ops, served: Served) -> None:
+    """The demo's path: produce, then read the result topic from the submit time (manual assignment)."""
+    for n in range(2):
+        rid = f"ops-submit-{n}-{uuid.uuid4().hex[:6]}"
+        done = subprocess.run(
+            [sys.executable, "-m", "processor.cli", "submit", "--request-id", rid, "--voice", ops.voice,
+             "--text", f"submitted from the command line, take {n}", "--wait", "--timeout", "60"],
+            env=ops.env(), capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["request_id"] == rid and result["status"] == "success"
+        assert result["output_key"].endswith(f"{rid}.wav")
 
 
 # ----------------------------------------------------------------------------------------- secrets
