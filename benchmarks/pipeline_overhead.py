@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import io
 import itertools
 import json
 import logging
@@ -59,13 +58,14 @@ import tempfile
 import threading
 import time
 import uuid
-import wave
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from devstack.clips import voice_clip
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path("artifacts/bench/pipeline.json")
@@ -143,23 +143,6 @@ def _pct(values: list[float], scale: float = 1.0) -> dict[str, float | int | Non
     p50, p95, p99 = np.percentile(a, [50, 95, 99])
     return {"n": len(values), "p50": round(float(p50), 3), "p95": round(float(p95), 3),
             "p99": round(float(p99), 3), "max": round(float(a.max()), 3), "mean": round(float(a.mean()), 3)}
-
-
-def voice_clip(seconds: float = 3.0, sample_rate: int = 22050, f0: float = 140.0) -> bytes:
-    """A speech-like reference clip (harmonics, vibrato, syllable envelope)."""
-    rng = np.random.default_rng(7)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.04 * np.sin(2 * np.pi * 5 * t))) / sample_rate
-    sig = sum((0.6 / k) * np.sin(k * phase) for k in range(1, 12))
-    sig = sig * (0.55 + 0.45 * np.sin(2 * np.pi * 3 * t) ** 2) + 0.01 * rng.standard_normal(len(t))
-    pcm = (sig / np.max(np.abs(sig)) * 20000).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
 
 
 def request_record(request_id: str, voice: str, text: str) -> dict[str, Any]:
@@ -719,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
                                "kafka_heap_mb": stack.kafka_heap_mb}
             bucket = f"bench-{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
             stack.create_bucket(bucket)
-            stack.s3_client().put_object(Bucket=bucket, Key="voices/bench.wav", Body=voice_clip())
+            stack.s3_client().put_object(Bucket=bucket, Key="voices/bench.wav", Body=voice_clip(seconds=3.0, seed=7))
             voice_uri = f"s3://{bucket}/voices/bench.wav"
             for name in names:
                 variant = catalog[name]

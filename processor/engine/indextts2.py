@@ -29,7 +29,6 @@ import tempfile
 import threading
 import time
 import traceback
-import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from processor.audio import encode_wav, speech_like_pcm
 from processor.engine.base import (
     EMOTION_NAMES,
     GenerationSettings,
@@ -627,17 +627,6 @@ class IndexTTS2Engine:
 def write_harmonic_wav(
     path: Path, *, seconds: float, sample_rate: int = 22050, f0: float = 140.0, seed: int = 0
 ) -> None:
-    """Write a speech-like test clip (voiced harmonics, vibrato, syllable envelope, breath noise)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    pitch = f0 * (1.0 + 0.05 * np.sin(2 * np.pi * 5.0 * t))
-    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
-    envelope = 0.5 * (1.0 - np.cos(2 * np.pi * 4.0 * t)) ** 2
-    signal = 0.25 * voiced * envelope + 0.01 * rng.standard_normal(t.size)
-    pcm = (np.clip(signal / max(1e-9, float(np.abs(signal).max())) * 0.8, -1, 1) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm.tobytes())
+    """Write a speech-like clip (``processor.audio.speech_like_pcm``) as a WAV file."""
+    pcm = speech_like_pcm(seconds, sample_rate=sample_rate, f0=f0, seed=seed)
+    path.write_bytes(encode_wav(pcm, sample_rate).data)
