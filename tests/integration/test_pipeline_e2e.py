@@ -34,9 +34,22 @@ class Env:
         return [r for r, _ in read_all(self.stack.kafka_bootstrap, self.topics.results, "TtsResult",
                                        until=n, timeout=timeout)]
 
+    def results_for(self, request_id: str, count: int = 1, timeout: float = 90, settle: float = 2.0,
+                    ) -> list[dict[str, Any]]:
+        """The results of one request: read until ``count`` arrived, then ``settle`` s more for extras."""
+        def mine(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [r for r in records if r["request_id"] == request_id]
 
-@pytest.fixture(scope="module")
-def env(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+        found = read_all(self.stack.kafka_bootstrap, self.topics.results, "TtsResult", timeout=timeout,
+                         stop=lambda records: len(mine(records)) >= count)
+        extra = read_all(self.stack.kafka_bootstrap, self.topics.results, "TtsResult", until=len(found),
+                         timeout=settle + 5, settle=settle)
+        return mine([r for r, _ in extra])
+
+
+@pytest.fixture(scope="module", params=["classic", "consumer"])
+def env(request: pytest.FixtureRequest, stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """One worker per group protocol: the whole module runs under classic and under KIP-848."""
     tmp = tmp_path_factory.mktemp("e2e")
     prefix = f"e2e-{datetime.now(UTC).strftime('%H%M%S%f')}"
     topics = Topics.create(stack, prefix, partitions=4)
@@ -49,7 +62,8 @@ def env(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     s3.put_object(Bucket=bucket, Key="voices/huge.wav", Body=voice_clip(seconds=8.0))
     s3.put_object(Bucket=f"{prefix}-other", Key="bob.wav", Body=voice_clip(seed=2))
     worker = WorkerProcess(worker_env(stack, topics, bucket, f"{prefix}-group", tmp,
-                                      S3_MAX_REFERENCE_BYTES="200000"), tmp / "worker.log").start()
+                                      S3_MAX_REFERENCE_BYTES="200000", KAFKA_GROUP_PROTOCOL=request.param),
+                           tmp / "worker.log").start()
     try:
         worker.wait_ready()
         yield Env(stack, topics, bucket, worker)
@@ -101,7 +115,7 @@ def test_undecodable_bytes_go_to_the_dlq_and_the_worker_keeps_serving(env: Env) 
     assert headers["dlq.source.topic"] == env.topics.requests.encode()
     assert headers["dlq.source.partition"] == b"0" and int(headers["dlq.source.offset"]) >= 0
     assert b"registry" in headers["dlq.error"]
-    after = [r for r in env.results(30) if r["request_id"] == "after-dlq"]
+    after = env.results_for("after-dlq")
     assert len(after) == 1 and after[0]["status"] == "success"
     assert env.worker.alive
 
@@ -121,9 +135,7 @@ def test_undecodable_bytes_go_to_the_dlq_and_the_worker_keeps_serving(env: Env) 
 def test_bad_requests_get_error_results_with_codes(env: Env, rid: str, fields: dict[str, Any], code: str) -> None:
     fields = {k: v.format(bucket=env.bucket) if isinstance(v, str) else v for k, v in fields.items()}
     produce(env.stack.kafka_bootstrap, env.topics.requests, [request(rid, fields.pop("voice", env.voice), **fields)])
-    mine = [r for r in env.results(1, timeout=60) if r["request_id"] == rid]
-    while not mine:  # earlier tests' results come first; read until ours arrives
-        mine = [r for r in env.results(1, timeout=60) if r["request_id"] == rid]
+    mine = env.results_for(rid)
     assert len(mine) == 1
     assert mine[0]["status"] == "error" and mine[0]["error_code"] == code, mine[0]
     assert mine[0]["error_message"] and mine[0]["output_uri"] is None
@@ -134,11 +146,7 @@ def test_reprocessing_the_same_request_overwrites_the_same_key(env: Env) -> None
     req = request("again", env.voice, text="say it twice", output_key_prefix="redo")
     produce(env.stack.kafka_bootstrap, env.topics.requests, [req])
     produce(env.stack.kafka_bootstrap, env.topics.requests, [req])
-    mine = [r for r in env.results(60) if r["request_id"] == "again"]
-    deadline = 0
-    while len(mine) < 2 and deadline < 5:
-        mine = [r for r in env.results(60) if r["request_id"] == "again"]
-        deadline += 1
+    mine = env.results_for("again", count=2)
     assert len(mine) == 2
     assert mine[0]["output_key"] == mine[1]["output_key"] == "redo/again.wav"
     assert mine[0]["sha256"] == mine[1]["sha256"]  # seeded: the redo renders the same bytes

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,9 +152,10 @@ def produce(bootstrap: str, topic: str, records: Iterable[dict[str, Any]] | Iter
 
 
 def read_all(bootstrap: str, topic: str, codec_name: str, *, until: int | None = None, timeout: float = 60,
-             settle: float = 2.0) -> list[tuple[dict[str, Any], Any]]:
+             settle: float = 2.0, stop: Callable[[list[dict[str, Any]]], bool] | None = None,
+             ) -> list[tuple[dict[str, Any], Any]]:
     """Read a topic from the start (read_committed) until ``until`` records came and ``settle`` s passed
-    with nothing new, or ``timeout``. Returns (record, message) pairs."""
+    with nothing new, or ``stop(records)`` holds, or ``timeout``. Returns (record, message) pairs."""
     codec = Codec(codec_name)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}", "log_level": 2,
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -169,6 +170,8 @@ def read_all(bootstrap: str, topic: str, codec_name: str, *, until: int | None =
             if msg is not None and not msg.error():
                 out.append((codec.decode(msg.value()), msg))
                 last_new = time.monotonic()
+                if stop is not None and stop([r for r, _ in out]):
+                    break
             elif until is not None and len(out) >= until and time.monotonic() - last_new > settle:
                 break
     finally:
