@@ -45,7 +45,7 @@ def parameters_record(req: TtsRequest, voice_sha256: str | None) -> dict[str, An
         "emotion_text": req.emotion_text if req.emotion_mode == "text" else None,
         "use_random": req.use_random,
         "max_text_tokens_per_segment": req.max_text_tokens_per_segment,
-        "generation": req.generation_overrides(),
+        "generation": req.generation_used(),
         "interval_silence_ms": 200 if req.interval_silence_ms is None else req.interval_silence_ms,
         "seed": req.seed,
     }

@@ -47,6 +47,12 @@ def parse_s3_uri(uri: str) -> S3Location:
     return S3Location(bucket, key)
 
 
+# IndexTTS2's own generation defaults (indextts.infer_v2.infer): what a null field in a request means.
+GENERATION_DEFAULTS: dict[str, float | int] = {
+    "top_p": 0.8, "top_k": 30, "temperature": 0.8, "num_beams": 3, "repetition_penalty": 10.0, "max_mel_tokens": 1500,
+}
+
+
 class TtsRequest(BaseModel):
     """Mirror of schemas/TtsRequest.avsc with the processor's bounds."""
 
@@ -168,8 +174,11 @@ class TtsRequest(BaseModel):
         return int.from_bytes(hashlib.sha256(self.request_id.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
     def generation_overrides(self) -> dict[str, float]:
-        names = ("top_p", "top_k", "temperature", "num_beams", "repetition_penalty", "max_mel_tokens")
-        return {n: float(getattr(self, n)) for n in names if getattr(self, n) is not None}
+        return {n: float(getattr(self, n)) for n in GENERATION_DEFAULTS if getattr(self, n) is not None}
+
+    def generation_used(self) -> dict[str, float]:
+        """The settings in effect: this request's values over IndexTTS2's defaults."""
+        return {**{n: float(v) for n, v in GENERATION_DEFAULTS.items()}, **self.generation_overrides()}
 
     def output_location(self, default_bucket: str) -> S3Location:
         """Deterministic key: re-processing the same request overwrites the same object."""

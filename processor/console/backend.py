@@ -29,17 +29,16 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, Topi
 from processor.config import Settings
 from processor.errors import ErrorCode, TtsError
 from processor.references import check_audio
-from processor.request import TtsRequest, validate_request
+from processor.request import GENERATION_DEFAULTS, TtsRequest, validate_request
 from processor.storage import Storage
 from processor.voices import VoiceCatalog
 from processor.wire import Codec, DecodeError, SchemaRegistry
 
 log = logging.getLogger(__name__)
 
-# IndexTTS2's own generation defaults (what a null field in a TtsRequest means).
+# What a null field in a TtsRequest means, for the form.
 MODEL_DEFAULTS: dict[str, float | int] = {
-    "top_p": 0.8, "top_k": 30, "temperature": 0.8, "num_beams": 3, "repetition_penalty": 10.0,
-    "max_mel_tokens": 1500, "max_text_tokens_per_segment": 120, "interval_silence_ms": 200,
+    **GENERATION_DEFAULTS, "max_text_tokens_per_segment": 120, "interval_silence_ms": 200,
 }
 GENERATION_FIELDS = ("top_p", "top_k", "temperature", "num_beams", "repetition_penalty", "max_mel_tokens",
                      "interval_silence_ms")

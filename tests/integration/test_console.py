@@ -272,7 +272,9 @@ def test_console_end_to_end(env: Env, browser: WebDriver) -> None:
     params = job["result"]["parameters"]
     assert params["emotion_mode"] == "vector" and params["emotion_alpha"] == pytest.approx(0.7)
     assert params["emotion_vector"][0] == pytest.approx(0.8) and params["emotion_vector"][6] == pytest.approx(0.3)
-    assert params["generation"] == {"num_beams": 1.0, "max_mel_tokens": 50.0}  # defaults stay null
+    # The form sends only what differs from the defaults; the result reports every setting in effect.
+    assert params["generation"] == {"top_p": 0.8, "top_k": 30.0, "temperature": 0.8, "num_beams": 1.0,
+                                    "repetition_penalty": 10.0, "max_mel_tokens": 50.0}
     assert params["max_text_tokens_per_segment"] == 20
 
     player = d.find_element(By.ID, "player")

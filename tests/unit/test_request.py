@@ -27,6 +27,13 @@ def test_minimal_request_gets_defaults() -> None:
     assert req.seed == validate_request(BASE).seed  # deterministic
 
 
+def test_generation_used_is_the_request_over_the_model_defaults() -> None:
+    assert validate_request(BASE).generation_overrides() == {}
+    used = validate_request({**BASE, "top_k": 5, "max_mel_tokens": 400}).generation_used()
+    assert used == {"top_p": 0.8, "top_k": 5.0, "temperature": 0.8, "num_beams": 3.0,
+                    "repetition_penalty": 10.0, "max_mel_tokens": 400.0}
+
+
 @pytest.mark.parametrize("over,mode", [
     ({"emotion_reference": "s3://voices/angry.wav"}, "reference"),
     ({"emotion_vector": [0, 0.8, 0, 0, 0, 0, 0, 0]}, "vector"),
