@@ -8,6 +8,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+export TTS_CALLER_PATH="${TTS_CALLER_PATH:-$PATH}"  # so install.sh can tell whether uv is on yours
 export PATH="$HOME/.local/bin:$PATH"
 bash scripts/install.sh --runtime
 exec uv run python -m devstack.demo "$@"

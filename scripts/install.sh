@@ -10,12 +10,13 @@ cd "$ROOT"
 runtime_only=0
 [ "${1:-}" = "--runtime" ] && runtime_only=1
 
+ORIGINAL_PATH="${TTS_CALLER_PATH:-$PATH}"
 step() { printf '\n== %s\n' "$*"; }
 
+export PATH="$HOME/.local/bin:$PATH"  # where `pip install --user` puts uv (an earlier run's, too)
 if ! command -v uv >/dev/null 2>&1; then
     step "installing uv (PyPI)"
     python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
-    export PATH="$HOME/.local/bin:$PATH"
 fi
 
 step "python environment (uv sync --frozen; torch is large, uv caches it)"
@@ -36,4 +37,10 @@ if [ "$runtime_only" = 0 ]; then
     bash scripts/install_ops_tools.sh
     step "Debian chromium + chromedriver for the console's browser test"
     bash scripts/install_browser.sh
+fi
+
+if ! (PATH="$ORIGINAL_PATH"; hash -r; command -v uv >/dev/null 2>&1); then
+    printf '\nnote: uv was installed into %s, which is not on your PATH; to use `uv run ...` in this shell:\n' \
+        "$HOME/.local/bin"
+    printf '  export PATH="$HOME/.local/bin:$PATH"\n'
 fi
