@@ -45,7 +45,7 @@ from processor.engine.base import Emotion, Engine, GenerationSettings, LocalAudi
 from processor.errors import ErrorCode, TtsError
 from processor.references import ReferenceCache
 from processor.request import TtsRequest, validate_request
-from processor.storage import Storage
+from processor.storage import Storage, content_addressed
 from processor.voices import VoiceCatalog
 from processor.wire import Codec, DecodeError
 
@@ -337,6 +337,7 @@ class Processor:
                 loc = req.output_location(self.s.s3.bucket)
                 if loc.bucket not in self.s.s3.allowed():
                     raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"output bucket '{loc.bucket}' is not allowed")
+                loc = content_addressed(loc, audio.sha256)
                 t1 = time.perf_counter()
                 upload = partial(self._upload, job, loc.bucket, loc.key, audio.data, audio.sha256)
                 self._retrying(job, "upload", upload)

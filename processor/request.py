@@ -181,7 +181,7 @@ class TtsRequest(BaseModel):
         return {**{n: float(v) for n, v in GENERATION_DEFAULTS.items()}, **self.generation_overrides()}
 
     def output_location(self, default_bucket: str) -> S3Location:
-        """Deterministic key: re-processing the same request overwrites the same object."""
+        """The bucket and base key; the stored key adds the audio's sha256 (storage.content_addressed)."""
         prefix = self.output_key_prefix or "tts"
         return S3Location(self.output_bucket or default_bucket, f"{prefix}/{self.request_id}.wav")
 
