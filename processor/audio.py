@@ -399,6 +399,17 @@ def available_formats() -> list[str]:
     return [f for f in FORMATS if f not in bad]
 
 
+def unavailable(spec: OutputSpec) -> str | None:
+    """Why this worker cannot produce ``spec`` (its build lacks an encoder or the loudness meter), or None."""
+    bad = encoder_problems()
+    if spec.format in bad:
+        offered = ", ".join(available_formats())
+        return f"this worker cannot encode {spec.format} ({bad[spec.format]}); it offers {offered}"
+    if spec.loudness_lufs is not None and "loudness" in bad:
+        return f"this worker cannot normalize loudness ({bad['loudness']})"
+    return None
+
+
 # ---------------------------------------------------------------------------------- timing
 
 
