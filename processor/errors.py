@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     STORAGE_REJECTED = "storage_rejected"
     EXPIRED = "expired"
     TIMEOUT = "timeout"
+    UNSUPPORTED_FORMAT = "unsupported_format"
 
 
 # Codes a retry cannot fix: the request itself is wrong. Everything else may be transient.
@@ -40,6 +41,7 @@ PERMANENT = frozenset(
         ErrorCode.UNKNOWN_VOICE,
         ErrorCode.EXPIRED,
         ErrorCode.TIMEOUT,
+        ErrorCode.UNSUPPORTED_FORMAT,
     }
 )
 

@@ -12,6 +12,7 @@ longer than that. Messages name bucket/key, never credentials.
 
 from __future__ import annotations
 
+import posixpath
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from processor.config import S3Settings
 from processor.errors import ErrorCode, TtsError
-from processor.request import check_bucket, check_key
+from processor.request import S3Location, check_bucket, check_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -199,6 +200,21 @@ def _unreachable(exc: BotoCoreError, what: str) -> TtsError:
     if isinstance(exc, ParamValidationError):  # boto refused the call before sending it
         return TtsError(ErrorCode.STORAGE_REJECTED, f"{what}: invalid parameters")
     return TtsError(ErrorCode.STORAGE_ERROR, f"storage unreachable: {type(exc).__name__}")
+
+
+def content_addressed(loc: S3Location, sha256: str) -> S3Location:
+    """Where one attempt's audio is stored: ``<prefix>/<request_id>.wav`` becomes
+    ``<prefix>/<request_id>/<sha256>.wav`` (any extension is kept the same way).
+
+    The key names the bytes, so whatever writes it writes exactly those bytes: a late writer (a zombie
+    that lost its partition, a PUT in flight at revocation, a redo on another GPU that renders other
+    bytes) can only add a sibling object, never change the one a committed result names. Siblings that
+    no result names are orphans; docs/operations.md says how they expire.
+    """
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError("sha256 must be 64 lowercase hex digits")
+    stem, ext = posixpath.splitext(loc.key)
+    return S3Location(loc.bucket, f"{stem}/{sha256}{ext}")
 
 
 def _code(exc: ClientError) -> str:
