@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     STORAGE_ERROR = "storage_error"
     EXPIRED = "expired"
     TIMEOUT = "timeout"
+    UNSUPPORTED_FORMAT = "unsupported_format"
 
 
 # Codes a retry cannot fix: the request itself is wrong. Everything else may be transient.
@@ -36,6 +37,7 @@ PERMANENT = frozenset(
         ErrorCode.UNKNOWN_VOICE,
         ErrorCode.EXPIRED,
         ErrorCode.TIMEOUT,
+        ErrorCode.UNSUPPORTED_FORMAT,
     }
 )
 

@@ -5,11 +5,12 @@ One function per event type, so every producer of an event writes the same shape
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from processor.audio import EncodedAudio
+from processor.audio import EncodedAudio, SegmentTiming
 from processor.engine.base import ModelInfo
 from processor.errors import TtsError
 from processor.request import S3Location, TtsRequest
@@ -48,14 +49,44 @@ def parameters_record(req: TtsRequest, voice_sha256: str | None) -> dict[str, An
         "generation": req.generation_used(),
         "interval_silence_ms": 200 if req.interval_silence_ms is None else req.interval_silence_ms,
         "seed": req.seed,
+        "output": output_record(req),
     }
+
+
+def output_record(req: TtsRequest, engine_rate: int | None = None) -> dict[str, Any]:
+    spec = req.output_spec
+    rate = spec.sample_rate if engine_rate is None else spec.rate_for(engine_rate)
+    return {
+        "format": spec.format,
+        "sample_rate": rate,  # None until the engine's rate is known (an error before synthesis)
+        "channels": spec.channels,
+        "bitrate_kbps": spec.bitrate_for(rate) if rate is not None else spec.bitrate_kbps,
+        "loudness": spec.loudness_lufs,
+        "true_peak_dbtp": spec.true_peak_dbtp,
+        "subtitles": req.subtitles,
+        "stream_segments": req.stream_segments,
+    }
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """An object stored besides the audio (a subtitle file)."""
+
+    format: str
+    location: S3Location
+    sha256: str
+    size_bytes: int
 
 
 def success_result(
     req: TtsRequest, origin: Origin, *, worker_id: str, location: S3Location, audio: EncodedAudio,
     segments: int, processing_seconds: float, synthesis_seconds: float, model: ModelInfo | None,
-    voice_sha256: str | None, attempts: int,
+    voice_sha256: str | None, attempts: int, timing: Sequence[SegmentTiming] | None = None,
+    subtitles: Sequence[StoredFile] = (), engine_rate: int | None = None,
 ) -> dict[str, Any]:
+    parameters = parameters_record(req, voice_sha256)
+    parameters["output"] = {**output_record(req, engine_rate), "sample_rate": audio.sample_rate,
+                            "bitrate_kbps": audio.bitrate_kbps}
     return {
         **_base(req.request_id, origin, worker_id, req.workflow_id, req.stage_name),
         "status": "success",
@@ -66,11 +97,20 @@ def success_result(
         "size_bytes": audio.size,
         "duration_seconds": audio.duration_seconds,
         "sample_rate": audio.sample_rate,
+        "output_format": audio.format,
+        "content_type": audio.content_type,
+        "channels": audio.channels,
+        "bitrate_kbps": audio.bitrate_kbps,
+        "loudness_lufs": audio.loudness_lufs,
+        "true_peak_dbtp": audio.true_peak_dbtp,
+        "segment_timing": [timing_record(t) for t in timing or ()],
+        "subtitles": [{"format": f.format, "uri": f.location.uri, "key": f.location.key, "sha256": f.sha256,
+                       "size_bytes": f.size_bytes} for f in subtitles],
         "segments": segments,
         "processing_seconds": processing_seconds,
         "synthesis_seconds": synthesis_seconds,
         "model": model_record(model),
-        "parameters": parameters_record(req, voice_sha256),
+        "parameters": parameters,
         "attempts": attempts,
     }
 
@@ -91,9 +131,32 @@ def error_result(
     }
 
 
-def progress_event(request_id: str, segment: int, segments: int, worker_id: str, elapsed: float) -> dict[str, Any]:
-    return {"request_id": request_id, "segment": segment, "segments": segments, "worker_id": worker_id,
-            "elapsed_seconds": elapsed, "emitted_at": now()}
+def timing_record(t: SegmentTiming) -> dict[str, Any]:
+    return {"index": t.index, "text": t.text, "start_seconds": t.start_seconds, "end_seconds": t.end_seconds}
+
+
+@dataclass(frozen=True)
+class SegmentPiece:
+    """A streamed segment as stored: where it is and where it sits in the final audio."""
+
+    location: S3Location
+    audio: EncodedAudio
+    offset_seconds: float
+
+
+def progress_event(request_id: str, segment: int, segments: int, worker_id: str, elapsed: float,
+                   timing: SegmentTiming | None = None, piece: SegmentPiece | None = None) -> dict[str, Any]:
+    record: dict[str, Any] = {"request_id": request_id, "segment": segment, "segments": segments,
+                              "worker_id": worker_id, "elapsed_seconds": elapsed, "emitted_at": now()}
+    if timing is not None:
+        record.update(text=timing.text, start_seconds=timing.start_seconds, end_seconds=timing.end_seconds)
+    if piece is not None:
+        record["audio"] = {
+            "uri": piece.location.uri, "bucket": piece.location.bucket, "key": piece.location.key,
+            "sha256": piece.audio.sha256, "size_bytes": piece.audio.size, "content_type": piece.audio.content_type,
+            "offset_seconds": piece.offset_seconds, "duration_seconds": piece.audio.duration_seconds,
+        }
+    return record
 
 
 def dead_letter(

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from processor.audio import DEFAULT_TRUE_PEAK_DBTP, FORMATS, OutputFormat, OutputSpec, SubtitleFormat, spec_problems
 from processor.errors import ErrorCode, TtsError
 
 MAX_TEXT_CHARS = 10_000
@@ -77,6 +78,14 @@ class TtsRequest(BaseModel):
     interval_silence_ms: int | None = Field(default=None, ge=0, le=5000)
     output_bucket: str | None = None
     output_key_prefix: str | None = None
+    output_format: OutputFormat = "wav"
+    sample_rate: int | None = None
+    channels: int = 1
+    bitrate_kbps: int | None = None
+    loudness: float | None = None
+    true_peak_dbtp: float = DEFAULT_TRUE_PEAK_DBTP
+    subtitles: SubtitleFormat = "none"
+    stream_segments: bool = False
     workflow_id: str | None = Field(default=None, max_length=256)
     stage_name: str | None = Field(default=None, max_length=256)
     deadline: datetime | None = None
@@ -144,6 +153,13 @@ class TtsRequest(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _output(self) -> TtsRequest:
+        problems = spec_problems(self.output_spec)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _one_emotion_mode(self) -> TtsRequest:
         modes = [
             self.emotion_reference is not None,
@@ -180,10 +196,23 @@ class TtsRequest(BaseModel):
         """The settings in effect: this request's values over IndexTTS2's defaults."""
         return {**{n: float(v) for n, v in GENERATION_DEFAULTS.items()}, **self.generation_overrides()}
 
-    def output_location(self, default_bucket: str) -> S3Location:
-        """Deterministic key: re-processing the same request overwrites the same object."""
+    @property
+    def output_spec(self) -> OutputSpec:
+        return OutputSpec(format=self.output_format, sample_rate=self.sample_rate, channels=self.channels,
+                          bitrate_kbps=self.bitrate_kbps, loudness_lufs=self.loudness,
+                          true_peak_dbtp=self.true_peak_dbtp)
+
+    def output_location(self, default_bucket: str, extension: str | None = None) -> S3Location:
+        """The bucket and base key; the stored key adds the audio's sha256 (storage.content_addressed)."""
         prefix = self.output_key_prefix or "tts"
-        return S3Location(self.output_bucket or default_bucket, f"{prefix}/{self.request_id}.wav")
+        ext = extension or FORMATS[self.output_format].extension
+        return S3Location(self.output_bucket or default_bucket, f"{prefix}/{self.request_id}.{ext}")
+
+    def segment_location(self, default_bucket: str, index: int) -> S3Location:
+        """Base key of a streamed segment, next to the final audio: ``<prefix>/<request_id>/segment-NNNN.<ext>``."""
+        base = self.output_location(default_bucket)
+        stem = base.key.rsplit(".", 1)[0]
+        return S3Location(base.bucket, f"{stem}/segment-{index:04d}.{FORMATS[self.output_format].extension}")
 
 
 def validate_request(record: dict[str, Any]) -> TtsRequest:

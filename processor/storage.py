@@ -6,6 +6,7 @@ unreachable endpoint is ours (retriable, STORAGE_ERROR). Messages name bucket/ke
 
 from __future__ import annotations
 
+import posixpath
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -14,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from processor.config import S3Settings
 from processor.errors import ErrorCode, TtsError
+from processor.request import S3Location
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -115,6 +117,21 @@ class Storage:
             return f"storage: bucket {self.settings.bucket}: {_code(exc)}"
         except BotoCoreError as exc:
             return f"storage: {type(exc).__name__}"
+
+
+def content_addressed(loc: S3Location, sha256: str) -> S3Location:
+    """Where one attempt's audio is stored: ``<prefix>/<request_id>.wav`` becomes
+    ``<prefix>/<request_id>/<sha256>.wav`` (any extension is kept the same way).
+
+    The key names the bytes, so whatever writes it writes exactly those bytes: a late writer (a zombie
+    that lost its partition, a PUT in flight at revocation, a redo on another GPU that renders other
+    bytes) can only add a sibling object, never change the one a committed result names. Siblings that
+    no result names are orphans; docs/operations.md says how they expire.
+    """
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError("sha256 must be 64 lowercase hex digits")
+    stem, ext = posixpath.splitext(loc.key)
+    return S3Location(loc.bucket, f"{stem}/{sha256}{ext}")
 
 
 def _code(exc: ClientError) -> str:

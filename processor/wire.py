@@ -29,6 +29,11 @@ class DecodeError(ValueError):
     """The bytes are not a record we can read; the caller dead-letters them."""
 
 
+class RegistryUnavailable(RuntimeError):
+    """The registry could not be asked (down, timeout, 5xx): the record may be fine, so it is not
+    dead-lettered; the caller leaves it uncommitted and tries again later."""
+
+
 def _schema_dir() -> Path:
     # Installed wheels carry the schemas inside the package; a source checkout has them at the root.
     packaged = Path(__file__).resolve().parent / "schemas"
@@ -70,10 +75,26 @@ class SchemaRegistry:
         return int(self._client.register_schema(subject, Schema(json.dumps(schema), "AVRO")))
 
     def writer_schema(self, schema_id: int) -> Any:
+        """The parsed writer schema for ``schema_id``: ``DecodeError`` if the registry has no such id,
+        ``RegistryUnavailable`` if it could not be asked."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         with self._lock:
             if schema_id not in self._parsed:
-                fetched = self._client.get_schema(schema_id)
-                self._parsed[schema_id] = fastavro.parse_schema(json.loads(fetched.schema_str or "null"))
+                try:
+                    fetched = self._client.get_schema(schema_id)
+                except SchemaRegistryError as exc:
+                    if exc.http_status_code == 404:
+                        raise DecodeError(f"schema id {schema_id} is unknown to the registry") from exc
+                    raise RegistryUnavailable(f"registry error for schema id {schema_id}: "
+                                              f"HTTP {exc.http_status_code} {exc.error_message}") from exc
+                except Exception as exc:  # connection refused, timeout, TLS: the registry, not the record
+                    raise RegistryUnavailable(f"registry unreachable for schema id {schema_id}: "
+                                              f"{type(exc).__name__}") from exc
+                try:
+                    self._parsed[schema_id] = fastavro.parse_schema(json.loads(fetched.schema_str or "null"))
+                except Exception as exc:
+                    raise DecodeError(f"schema id {schema_id} is not an Avro schema we can parse: {exc}") from exc
             return self._parsed[schema_id]
 
 
@@ -117,10 +138,7 @@ class Codec:
             if self._registry is None:
                 raise DecodeError("registry-framed record but no SCHEMA_REGISTRY_URL is configured")
             (schema_id,) = struct.unpack(">I", data[1:5])
-            try:
-                writer = self._registry.writer_schema(schema_id)
-            except Exception as exc:
-                raise DecodeError(f"schema id {schema_id} not resolvable: {type(exc).__name__}") from exc
+            writer = self._registry.writer_schema(schema_id)
             body = data[5:]
         else:
             raise DecodeError("not Avro: no single-object or registry magic bytes")
