@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from processor.config import KafkaSettings
+from processor.deadletter import FRAMING_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ def transactional_producer_config(k: KafkaSettings, worker_id: str,
         "enable.idempotence": True,
         "transaction.timeout.ms": k.transaction_timeout_ms,
         "linger.ms": 1,
+        # Outcomes are built to fit KAFKA_MAX_MESSAGE_BYTES; the client must let them through.
+        "message.max.bytes": k.max_message_bytes + FRAMING_BYTES,
     }
     if error_cb is not None:
         conf["error_cb"] = error_cb
