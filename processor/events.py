@@ -15,6 +15,11 @@ from processor.engine.base import ModelInfo
 from processor.errors import TtsError
 from processor.request import S3Location, TtsRequest
 
+# Upper bounds on what an event copies: a request's own fields are bounded by validation
+# (processor/request.py), these bound messages built from them and from exceptions.
+MAX_MESSAGE_CHARS = 2000
+MAX_EXCERPT_CHARS = 500
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -123,7 +128,7 @@ def error_result(
         **_base(request_id, origin, worker_id, req.workflow_id if req else None, req.stage_name if req else None),
         "status": "error",
         "error_code": error.code.value,
-        "error_message": error.message[:2000],
+        "error_message": bounded(error.message, MAX_MESSAGE_CHARS),
         "processing_seconds": processing_seconds,
         "model": model_record(model),
         "parameters": parameters_record(req, None) if req is not None else None,
@@ -161,7 +166,8 @@ def progress_event(request_id: str, segment: int, segments: int, worker_id: str,
 
 def dead_letter(
     origin: Origin, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None,
-    reason: str, message: str, worker_id: str,
+    reason: str, message: str, worker_id: str, *, claim_check: ClaimCheck | None = None,
+    original_size: int | None = None,
 ) -> dict[str, Any]:
     return {
         "source_topic": origin.topic,
@@ -171,10 +177,31 @@ def dead_letter(
         "original_value": value,
         "original_headers": {k: (v or b"") for k, v in (headers or [])},
         "reason": reason,
-        "error_message": message[:2000],
+        "error_message": bounded(message, MAX_MESSAGE_CHARS),
         "worker_id": worker_id,
         "failed_at": now(),
+        "claim_check_uri": claim_check.uri if claim_check else None,
+        "claim_check_sha256": claim_check.sha256 if claim_check else None,
+        "claim_check_size_bytes": claim_check.size if claim_check else None,
+        "original_size_bytes": original_size,
     }
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    """Where a dead letter's original went when it was too large for the DLQ topic."""
+
+    uri: str
+    sha256: str
+    size: int
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, saying so: every string an event copies from a
+    request or an exception goes through here, so no outcome can outgrow its topic's record limit."""
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - 24)] + f"… [{len(text) - limit + 24} more]"
 
 
 def _base(request_id: str, origin: Origin, worker_id: str, workflow_id: str | None,

@@ -98,6 +98,18 @@ class SchemaRegistry:
             return self._parsed[schema_id]
 
 
+def _strip_timestamps(node: Any) -> Any:
+    # fastavro converts logical types as the WRITER's schema says, so this is the copy to read with.
+    if isinstance(node, dict):
+        out = {k: _strip_timestamps(v) for k, v in node.items()}
+        if str(out.get("logicalType", "")).startswith(("timestamp-", "local-timestamp-")):
+            del out["logicalType"]
+        return out
+    if isinstance(node, list):
+        return [_strip_timestamps(v) for v in node]
+    return node
+
+
 class Codec:
     """Encodes/decodes one record type (e.g. ``TtsRequest``) to and from Kafka values."""
 
@@ -108,12 +120,19 @@ class Codec:
         self._subject = subject
         self._schema_id: int | None = None
         self._fingerprint = schema_fingerprint(schema_json(name))
+        self._raw_writers: dict[int, Any] = {}
         # Writers we can resolve by fingerprint: ours, plus older versions kept in schemas/history/.
         self._known: dict[bytes, Any] = {self._fingerprint: self._schema}
         history = _schema_dir() / "history"
         for path in sorted(history.glob(f"{name}.*.avsc")) if history.is_dir() else []:
             old = json.loads(path.read_text())
             self._known[schema_fingerprint(old)] = fastavro.parse_schema(old)
+
+    def _without_timestamps(self, writer: Any) -> Any:
+        key = id(writer)  # writers are cached for the codec's life, so their ids stay theirs
+        if key not in self._raw_writers:
+            self._raw_writers[key] = _strip_timestamps(writer)
+        return self._raw_writers[key]
 
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
@@ -126,7 +145,9 @@ class Codec:
         fastavro.schemaless_writer(out, self._schema, record)
         return out.getvalue()
 
-    def decode(self, data: bytes | None) -> dict[str, Any]:
+    def decode(self, data: bytes | None, *, raw_timestamps: bool = False) -> dict[str, Any]:
+        """The record in ``data``. ``raw_timestamps``: timestamp fields stay longs (millis), so a value
+        no datetime can hold (a deadline of 2**63-1) reaches validation instead of failing the decode."""
         if not data:
             raise DecodeError("empty value")
         if data[:2] == SINGLE_OBJECT_MAGIC:
@@ -142,6 +163,8 @@ class Codec:
             body = data[5:]
         else:
             raise DecodeError("not Avro: no single-object or registry magic bytes")
+        if raw_timestamps:
+            writer = self._without_timestamps(writer)
         buf = io.BytesIO(body)
         try:
             record = fastavro.schemaless_reader(buf, writer, self._schema)
