@@ -20,6 +20,19 @@ def test_the_default_output_is_todays_wav_byte_for_byte() -> None:
 def test_every_format_encodes_in_this_build() -> None:
     assert A.encoder_problems() == {}
     assert A.available_formats() == ["wav", "flac", "opus", "mp3"]
+    assert A.unavailable(A.OutputSpec("mp3", loudness_lufs=-16.0)) is None
+
+
+def test_a_format_the_build_cannot_encode_is_refused_and_doctor_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from processor.doctor import check_audio
+
+    monkeypatch.setattr(A, "encoder_problems", lambda: {"mp3": "LibsndfileError: unknown format"})
+    assert A.available_formats() == ["wav", "flac", "opus"]
+    why = A.unavailable(A.OutputSpec("mp3"))
+    assert why == "this worker cannot encode mp3 (LibsndfileError: unknown format); it offers wav, flac, opus"
+    assert A.unavailable(A.OutputSpec("opus")) is None
+    [check] = check_audio()
+    assert check.status == "warn" and "refuses mp3: LibsndfileError" in check.detail
 
 
 @pytest.mark.parametrize("fmt,rate,channels,container,codec", [
