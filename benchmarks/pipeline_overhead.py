@@ -286,12 +286,16 @@ def child_main(config_path: Path) -> int:
 
     codecs = make_codecs(settings)
     events_producer = make_producer(plain_producer_config(settings.kafka, wid))
-    processor = Processor(
-        settings, engine, Storage(settings.s3),
-        make_consumer({**consumer_config(settings.kafka, wid), **cfg["consumer_extra"]}),
-        make_producer(transactional_producer_config(settings.kafka, wid)),
-        events_producer, codecs, on_commit=on_commit,
-    )
+    consumer = make_consumer({**consumer_config(settings.kafka, wid), **cfg["consumer_extra"]})
+    txn_producer = make_producer(transactional_producer_config(settings.kafka, wid))
+    try:  # Kafka behind processor.session.Session (the restructured pipeline)
+        from processor.session import KafkaSession
+    except ImportError:
+        processor = Processor(settings, engine, Storage(settings.s3), consumer, txn_producer,  # type: ignore[call-arg]
+                              events_producer, codecs, on_commit=on_commit)
+    else:
+        processor = Processor(settings, engine, Storage(settings.s3), KafkaSession(consumer, txn_producer),
+                              events_producer, codecs, on_commit=on_commit)
     processor_ref.append(processor)
     out["rss_before_run_kb"] = _status_kb("VmRSS")
     out["hwm_before_run_kb"] = _status_kb("VmHWM")
