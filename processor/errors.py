@@ -22,6 +22,8 @@ class ErrorCode(StrEnum):
     STORAGE_ERROR = "storage_error"
     EXPIRED = "expired"
     TIMEOUT = "timeout"
+    # A failure nobody foresaw (a bug, a full disk): the request ends with it instead of the worker.
+    INTERNAL_ERROR = "internal_error"
 
 
 # Codes a retry cannot fix: the request itself is wrong. Everything else may be transient.
