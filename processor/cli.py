@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from processor.config import Settings, load_settings
+from processor.deadletter import FRAMING_BYTES
 from processor.errors import TtsError
 from processor.request import validate_request
 
@@ -51,8 +52,12 @@ def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
         k.dlq_topic: 1, k.health_topic: 1,
     }
     existing = admin.list_topics(timeout=15).topics
-    todo = [NewTopic(t, num_partitions=n, replication_factor=args.replication,
-                     config={"cleanup.policy": "compact"} if t == k.health_topic else {})
+    # Sized for what the worker writes (KAFKA_MAX_MESSAGE_BYTES plus framing), whatever the broker's
+    # default: an outcome the topic refuses would fail its transaction.
+    fits = {"max.message.bytes": str(k.max_message_bytes + FRAMING_BYTES)}
+    configs = {t: dict(fits) for t in (k.result_topic, k.dlq_topic, k.progress_topic, k.health_topic)}
+    configs[k.health_topic]["cleanup.policy"] = "compact"
+    todo = [NewTopic(t, num_partitions=n, replication_factor=args.replication, config=configs.get(t, {}))
             for t, n in specs.items() if t not in existing]
     for topic, fut in admin.create_topics(todo).items() if todo else []:
         try:

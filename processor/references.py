@@ -24,19 +24,42 @@ from processor.storage import Storage
 
 MIN_SECONDS = 0.2
 MAX_SECONDS = 60.0
+# Decoded size is what costs memory and time (the engine decodes to float32 and resamples), so the
+# header's rate, channels and frames are bounded before anything is decoded whole.
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 96_000
+MAX_CHANNELS = 2
 
 
 def check_audio(data: bytes, what: str) -> None:
     """Raise INVALID_REFERENCE_AUDIO unless ``data`` decodes as a usable clip."""
     try:
         info = sf.info(io.BytesIO(data))
+    # libsndfile reports bad input as several exception types (LibsndfileError, RuntimeError, TypeError);
+    # whatever it is, the bytes are not a clip we can use.
     except Exception:
         raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO,
                        f"{what} is not decodable audio (WAV, FLAC or OGG expected)") from None
-    seconds = info.frames / info.samplerate if info.samplerate else 0.0
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO,
+                       f"{what} has a sample rate of {info.samplerate} Hz; "
+                       f"references must be {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+    if not 1 <= info.channels <= MAX_CHANNELS:
+        raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO,
+                       f"{what} has {info.channels} channels; references may have at most {MAX_CHANNELS}")
+    seconds = info.frames / info.samplerate
     if not MIN_SECONDS <= seconds <= MAX_SECONDS:
         raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO,
                        f"{what} lasts {seconds:.2f}s; references must be {MIN_SECONDS}-{MAX_SECONDS:.0f}s")
+    # Within these bounds a full decode is cheap (at most 96000 x 60 x 2 samples), and it catches what
+    # the header cannot: a truncated or corrupt body would otherwise fail on the GPU as engine_error.
+    try:
+        decoded, _ = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
+    except Exception:
+        raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO, f"{what} is truncated or corrupt") from None
+    if len(decoded) < MIN_SECONDS * info.samplerate:
+        raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO,
+                       f"{what} holds {len(decoded) / info.samplerate:.2f}s of audio; its header claims {seconds:.2f}s")
 
 
 class ReferenceCache:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from processor import events, metrics
-from processor.audio import encode_wav
+from processor.audio import render, unavailable
 from processor.config import Settings
 from processor.engine.base import Emotion, Engine, GenerationSettings, LocalAudio, SynthesisSpec, Synthesized
 from processor.errors import ErrorCode, TtsError
@@ -30,7 +30,7 @@ from processor.ledger import Entry
 from processor.references import ReferenceCache
 from processor.request import S3Location, TtsRequest, parse_s3_uri, validate_request
 from processor.session import Record
-from processor.storage import Storage
+from processor.storage import Storage, content_addressed
 from processor.voices import VoiceCatalog
 from processor.wire import Codec, DecodeError
 
@@ -173,13 +173,16 @@ class Stages:
         assert req is not None
         t0 = job.marks["finish_start"] = time.perf_counter()
         try:
-            audio = encode_wav(synth.pcm, synth.sample_rate)
+            if (why := unavailable(req.output_spec)) is not None:
+                raise TtsError(ErrorCode.UNSUPPORTED_FORMAT, why)
+            audio = render(synth.pcm, synth.sample_rate, req.output_spec)
             job.stage_seconds["encode"] = time.perf_counter() - t0
             loc = req.output_location(self.s.s3.bucket)
             if loc.bucket not in self.s.s3.allowed():
                 raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"output bucket '{loc.bucket}' is not allowed")
+            loc = content_addressed(loc, audio.sha256)
             t1 = time.perf_counter()
-            self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256))
+            self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256, audio.content_type))
             job.marks["uploaded"] = time.perf_counter()
             job.stage_seconds["upload"] = job.marks["uploaded"] - t1
             for stage in ("encode", "upload"):
@@ -193,7 +196,7 @@ class Stages:
                 req, job.origin, worker_id=self.worker_id, location=loc, audio=audio, segments=synth.segments,
                 processing_seconds=self.clock() - job.started, synthesis_seconds=synthesis,
                 model=self.engine.info, voice_sha256=job.voice.sha256 if job.voice else None,
-                attempts=job.attempts,
+                attempts=job.attempts, engine_rate=synth.sample_rate,
             )
             return self.result(req.request_id, record, "success")
         except Abandoned:
@@ -253,10 +256,10 @@ class Stages:
             return self.references.fetch(preset.reference, check_bucket=False)
         return self.references.fetch(loc)
 
-    def upload(self, job: Job, loc: S3Location, data: bytes, sha256: str) -> None:
+    def upload(self, job: Job, loc: S3Location, data: bytes, sha256: str, content_type: str) -> None:
         if job.state == "dropped":
-            raise Abandoned  # a revoked job must not overwrite what the new owner writes
-        self.storage.put(loc.bucket, loc.key, data, content_type="audio/wav",
+            raise Abandoned  # a revoked job need not store what its next owner stores anyway
+        self.storage.put(loc.bucket, loc.key, data, content_type=content_type,
                          metadata={"sha256": sha256, "worker-id": self.worker_id})
 
     def spec(self, job: Job) -> SynthesisSpec:

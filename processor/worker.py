@@ -14,6 +14,7 @@ import time
 from types import FrameType
 
 from processor import logs
+from processor.audio import available_formats, encoder_problems
 from processor.config import EngineSettings, Settings
 from processor.engine.base import Engine
 from processor.health import HealthReporter, WorkerState, health_record, serve_http
@@ -78,6 +79,11 @@ def run_worker(settings: Settings) -> int:
         raise
     state.model = engine.info
     log.info("engine ready in %.1fs: %s", time.monotonic() - t0, engine.info)
+    # Try every encoder once now: a format this build cannot encode is refused from the start (its
+    # requests get unsupported_format) instead of failing after a GPU run.
+    for fmt, why in encoder_problems().items():
+        log.error("output %s refused: %s", fmt, why)
+    log.info("output formats: %s", ", ".join(available_formats()))
     if stop_early:
         announce("stopped")
         events_producer.flush(5)

@@ -1,6 +1,7 @@
 """The request → WAV → result pipeline end to end: real worker process, real Kafka broker, real S3 server.
 
-The engine here is the deterministic tone engine (tests/support): these tests are about the pipeline's
+The engine here is the tone engine (tests/support), with output unique to each attempt
+(``TONE_ENGINE_VARY``) like a GPU that is not bitwise reproducible: these tests are about the pipeline's
 contract; the engine tests run the real IndexTTS2 code.
 """
 
@@ -62,7 +63,8 @@ def env(request: pytest.FixtureRequest, stack: Any, tmp_path_factory: pytest.Tem
     s3.put_object(Bucket=bucket, Key="voices/huge.wav", Body=voice_clip(seconds=8.0))
     s3.put_object(Bucket=f"{prefix}-other", Key="bob.wav", Body=voice_clip(seed=2))
     worker = WorkerProcess(worker_env(stack, topics, bucket, f"{prefix}-group", tmp,
-                                      S3_MAX_REFERENCE_BYTES="200000", KAFKA_GROUP_PROTOCOL=request.param),
+                                      S3_MAX_REFERENCE_BYTES="200000", KAFKA_GROUP_PROTOCOL=request.param,
+                                      TONE_ENGINE_VARY="1"),
                            tmp / "worker.log").start()
     try:
         worker.wait_ready()
@@ -98,7 +100,7 @@ def test_requests_across_partitions_each_get_one_verified_wav(env: Env) -> None:
         rate, seconds = wav_info(obj)
         assert rate == r["sample_rate"]
         assert seconds == pytest.approx(r["duration_seconds"], abs=1e-3)
-        assert r["output_uri"] == f"s3://{env.bucket}/tts/{r['request_id']}.wav"
+        assert r["output_uri"] == f"s3://{env.bucket}/tts/{r['request_id']}/{r['sha256']}.wav"
         assert r["model"]["model_type"] == "ToneEngine" and r["worker_id"] == env.worker.worker_id
         assert r["parameters"]["voice_sha256"] and r["processing_seconds"] > 0
 
@@ -142,16 +144,21 @@ def test_bad_requests_get_error_results_with_codes(env: Env, rid: str, fields: d
     assert env.worker.alive
 
 
-def test_reprocessing_the_same_request_overwrites_the_same_key(env: Env) -> None:
+def test_a_redo_never_changes_the_object_an_earlier_result_names(env: Env) -> None:
+    """The engine renders other bytes on the redo (as a GPU may): each attempt's WAV gets its own
+    content-addressed key, so the first result's object is still exactly what its sha256 says."""
     req = request("again", env.voice, text="say it twice", output_key_prefix="redo")
     produce(env.stack.kafka_bootstrap, env.topics.requests, [req])
     produce(env.stack.kafka_bootstrap, env.topics.requests, [req])
     mine = env.results_for("again", count=2)
     assert len(mine) == 2
-    assert mine[0]["output_key"] == mine[1]["output_key"] == "redo/again.wav"
-    assert mine[0]["sha256"] == mine[1]["sha256"]  # seeded: the redo renders the same bytes
+    assert mine[0]["sha256"] != mine[1]["sha256"]  # the redo rendered other bytes
+    for r in mine:
+        assert r["output_key"] == f"redo/again/{r['sha256']}.wav"
+        body = env.s3.get_object(Bucket=r["output_bucket"], Key=r["output_key"])["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == r["sha256"]
     keys = [o["Key"] for o in env.s3.list_objects_v2(Bucket=env.bucket, Prefix="redo/").get("Contents", [])]
-    assert keys == ["redo/again.wav"]
+    assert sorted(keys) == sorted(r["output_key"] for r in mine)
 
 
 def test_worker_log_holds_no_secret(env: Env) -> None:

@@ -58,7 +58,9 @@ class Topics:
 
 def worker_env(stack: Any, topics: Topics, bucket: str, group: str, tmp: Path, **extra: str) -> dict[str, str]:
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "S3_", "WORKER_", "INDEX_TTS_"))},
+        # SCHEMA_REGISTRY_ too: a test picks its wire format (extra SCHEMA_REGISTRY_URL=...), the shell doesn't.
+        **{k: v for k, v in os.environ.items()
+           if not k.startswith(("KAFKA_", "S3_", "WORKER_", "INDEX_TTS_", "SCHEMA_REGISTRY_"))},
         **stack.env(bucket),
         **topics.env(),
         "KAFKA_GROUP_ID": group,
