@@ -49,6 +49,7 @@ class MemoryBroker:
     logs: dict[TP, list[Stored]] = field(default_factory=dict)
     committed: dict[TP, int] = field(default_factory=dict)
     owner: dict[TP, MemorySession] = field(default_factory=dict)
+    producers: dict[str, MemorySession] = field(default_factory=dict)  # transactional id -> newest session
     transactions: int = 0
 
     def create_topic(self, topic: str, partitions: int = 1) -> None:
@@ -108,6 +109,7 @@ class MemorySession:
         self.seek_failures = 0
         self.crashed = False
         self.closed = False
+        self.txn_id: str | None = None  # sessions with the same id fence each other, newest wins
         self._rr = itertools.count()
 
     # ------------------------------------------------------------------ faults
@@ -134,6 +136,8 @@ class MemorySession:
         self._alive()
         self.topic = topic
         self.listener = listener
+        if self.txn_id is not None:
+            self.broker.producers[self.txn_id] = self
 
     def poll(self, timeout: float) -> Record | None:
         self._alive()
@@ -194,6 +198,8 @@ class MemorySession:
 
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         self._alive()
+        if self.txn_id is not None and self.broker.producers.get(self.txn_id) is not self:
+            raise FatalKafkaError("fenced: a newer session holds this transactional id")
         if self.faults:
             kind = self.faults.popleft()
             if kind == "fatal":
