@@ -123,6 +123,8 @@ class S3Settings(BaseSettings):
     max_reference_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     reference_cache_dir: str = Field(default_factory=lambda: os.path.join(_cache_home(), "references"))
     reference_cache_bytes: int = Field(default=2 * 1024**3, ge=0)
+    # How long a reference's ETag check stays good: within it, requests for the same object skip the HEAD.
+    reference_revalidate_seconds: float = Field(default=5.0, ge=0)
 
     def allowed(self) -> frozenset[str]:
         names = {b.strip() for b in self.allowed_buckets.split(",") if b.strip()}
@@ -217,6 +219,17 @@ class HttpSettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class TracingSettings(BaseSettings):
+    """OpenTelemetry's own variable names, so operators set them as for any other service. Unlike the
+    SDK's default (otlp), export is off unless asked for; OTEL_EXPORTER_OTLP_* (endpoint, headers) are
+    read by the exporter itself and never pass through here."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    traces_exporter: Literal["none", "console", "otlp"] = "none"
+    service_name: str = "tts-processor"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
@@ -225,6 +238,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     schema_registry_url: str | None = None
     log_level: str = "INFO"
 
@@ -255,7 +269,7 @@ def load_settings() -> Settings:
     lines: list[str] = []
     sections: dict[str, Any] = {}
     for name, cls in (("kafka", KafkaSettings), ("s3", S3Settings), ("engine", EngineSettings),
-                      ("worker", WorkerSettings), ("http", HttpSettings)):
+                      ("worker", WorkerSettings), ("http", HttpSettings), ("tracing", TracingSettings)):
         try:
             sections[name] = cls()
         except ValidationError as exc:

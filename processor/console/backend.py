@@ -47,6 +47,9 @@ REQUEST_NULLS: dict[str, Any] = {
                       "num_beams", "repetition_penalty", "max_mel_tokens", "interval_silence_ms", "output_bucket",
                       "output_key_prefix", "workflow_id", "stage_name", "deadline", "created_at")
 }
+# Output settings the form may send; absent or empty means the request's default.
+OUTPUT_FIELDS = ("output_format", "sample_rate", "channels", "bitrate_kbps", "loudness", "true_peak_dbtp",
+                 "subtitles", "stream_segments")
 UPLOAD_PREFIX = "uploads"
 HISTORY_TAIL = 100  # records per partition read back at start for the history
 PROGRESS_TAIL = 200
@@ -68,6 +71,24 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and value != value:  # NaN is not JSON
         return None
     return value
+
+
+def _timeline(request_id: str, progress: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per segment seen so far (the latest event wins), with its text, timing and piece."""
+    rows: dict[int, dict[str, Any]] = {}
+    for e in progress:
+        index = e.get("segment")
+        if not isinstance(index, int):
+            continue
+        audio = e.get("audio")
+        rows[index] = {
+            "index": index, "text": e.get("text"), "start_seconds": e.get("start_seconds"),
+            "end_seconds": e.get("end_seconds"),
+            "audio_url": f"api/pieces/{request_id}/{index}" if audio else None,
+            "offset_seconds": audio.get("offset_seconds") if audio else None,
+            "duration_seconds": audio.get("duration_seconds") if audio else None,
+        }
+    return [rows[i] for i in sorted(rows)]
 
 
 class ConsoleError(Exception):
@@ -259,7 +280,9 @@ class Backend:
             events = self.progress.setdefault(rid, [])
             events.append({"segment": rec.get("segment"), "segments": rec.get("segments"),
                            "worker_id": rec.get("worker_id"), "elapsed_seconds": rec.get("elapsed_seconds"),
-                           "emitted_at": rec.get("emitted_at")})
+                           "emitted_at": rec.get("emitted_at"), "text": rec.get("text"),
+                           "start_seconds": rec.get("start_seconds"), "end_seconds": rec.get("end_seconds"),
+                           "audio": rec.get("audio")})
             del events[:-200]
             self.progress.move_to_end(rid)
             while len(self.progress) > 1000:
@@ -310,6 +333,7 @@ class Backend:
             "segments_estimate": job.segments_estimate if job else None,
             "progress": latest,
             "progress_events": len(progress),
+            "timeline": _timeline(request_id, progress),
             "result": self._result_view(result) if result is not None else None,
         })
         return view
@@ -334,6 +358,16 @@ class Backend:
             "synthesis_rtf": synthesis / duration if ok and duration and synthesis is not None else None,
             "segments": r.get("segments"),
             "sample_rate": r.get("sample_rate"),
+            "output_format": r.get("output_format") or "wav",
+            "content_type": r.get("content_type") or "audio/wav",
+            "channels": r.get("channels"),
+            "bitrate_kbps": r.get("bitrate_kbps"),
+            "loudness_lufs": r.get("loudness_lufs"),
+            "true_peak_dbtp": r.get("true_peak_dbtp"),
+            "segment_timing": r.get("segment_timing") or [],
+            "subtitles": [{"format": f.get("format"), "uri": f.get("uri"), "size_bytes": f.get("size_bytes"),
+                           "url": f"api/subtitles/{r.get('request_id')}/{f.get('format')}"}
+                          for f in r.get("subtitles") or []],
             "size_bytes": r.get("size_bytes"),
             "worker_id": r.get("worker_id"),
             "model": r.get("model"),
@@ -396,12 +430,33 @@ class Backend:
                 }))
         return out
 
-    def audio_location(self, request_id: str) -> tuple[str, str]:
+    def audio_location(self, request_id: str) -> tuple[str, str, str]:
+        """Bucket, key and content type of a result's audio."""
         with self.lock:
             r = self.results.get(request_id)
         if r is None or r.get("status") != "success" or not r.get("output_key"):
             raise ConsoleError(404, "not_found", f"no successful result for {request_id} in recent history")
-        return str(r.get("output_bucket") or self.settings.s3.bucket), str(r["output_key"])
+        return (str(r.get("output_bucket") or self.settings.s3.bucket), str(r["output_key"]),
+                str(r.get("content_type") or "audio/wav"))
+
+    def piece_location(self, request_id: str, index: int) -> tuple[str, str, str]:
+        """Bucket, key and content type of a streamed segment, from its progress event."""
+        with self.lock:
+            events = list(self.progress.get(request_id, []))
+        for e in reversed(events):  # a redone job may have announced the segment again: the latest wins
+            audio = e.get("audio")
+            if e.get("segment") == index and audio:
+                return str(audio["bucket"]), str(audio["key"]), str(audio["content_type"])
+        raise ConsoleError(404, "not_found", f"no stored segment {index} of {request_id} in recent progress")
+
+    def subtitle_location(self, request_id: str, fmt: str) -> tuple[str, str, str]:
+        with self.lock:
+            r = self.results.get(request_id)
+        for f in (r or {}).get("subtitles") or []:
+            if f.get("format") == fmt:
+                bucket = str(r.get("output_bucket") or self.settings.s3.bucket) if r else ""
+                return bucket, str(f["key"]), "text/vtt" if fmt == "vtt" else "application/x-subrip"
+        raise ConsoleError(404, "not_found", f"no {fmt} subtitles for {request_id} in recent history")
 
     # ------------------------------------------------------------------ writes
 
@@ -456,6 +511,10 @@ class Backend:
             raise ConsoleError(400, "invalid_request", f"emotion_mode: unknown mode '{mode}'")
         if mode != "same_as_voice" and alpha is not None:
             record["emotion_alpha"] = alpha
+        for name in OUTPUT_FIELDS:
+            value = form.get(name)
+            if value is not None and value != "":
+                record[name] = value
         segment_tokens = form.get("max_text_tokens_per_segment")
         if segment_tokens is not None:
             record["max_text_tokens_per_segment"] = segment_tokens
@@ -485,10 +544,11 @@ class Backend:
         for name in ("emotion_vector",):
             if record.get(name) is not None:
                 record[name] = [float(x) for x in record[name]]
-        for name in ("top_p", "temperature", "repetition_penalty", "emotion_alpha"):
+        for name in ("top_p", "temperature", "repetition_penalty", "emotion_alpha", "loudness", "true_peak_dbtp"):
             if record.get(name) is not None:
                 record[name] = float(record[name])
-        for name in ("top_k", "num_beams", "max_mel_tokens", "interval_silence_ms", "max_text_tokens_per_segment"):
+        for name in ("top_k", "num_beams", "max_mel_tokens", "interval_silence_ms", "max_text_tokens_per_segment",
+                     "sample_rate", "channels", "bitrate_kbps"):
             if record.get(name) is not None:
                 record[name] = int(record[name])
         value = self.codecs["TtsRequest"].encode(record)

@@ -6,6 +6,7 @@ The registry is a real server here, not confluent-kafka's ``mock://``: ids, subj
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import struct
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from devstack.registry import RegistryServer, build_registry, registry_answers
+from devstack.schema_compat import check_with_registry, current_schemas, registry_verdict, released_schemas
 from devstack.stack import StackError, java_bin, port_open
 from processor.wire import Codec, DecodeError, SchemaRegistry, schema_json
 from tests.integration.test_stack import _pid_gone
@@ -58,3 +60,32 @@ def test_unknown_schema_id_is_a_decode_error(registry: str) -> None:
     with pytest.raises(DecodeError, match="schema id 2147483000 is unknown to the registry"):
         codec.decode(b"\x00" + struct.pack(">I", 2_147_483_000) + b"\x02x")
 
+
+
+# ----------------------------------------------------------------- compatibility, by the registry
+
+
+def test_registry_finds_every_schema_compatible_with_its_release(registry: str) -> None:
+    problems = check_with_registry(registry)
+    assert not problems, "\n".join(str(p) for p in problems)
+
+
+def test_registry_rejects_a_new_field_without_default_naming_it(registry: str) -> None:
+    released = released_schemas()["TtsRequest"]
+    broken = copy.deepcopy(current_schemas()["TtsRequest"])
+    broken["fields"].append({"name": "priority", "type": "int"})
+    ok, reason = registry_verdict(registry, released, broken, "BACKWARD")
+    assert not ok and "priority" in reason, reason
+    assert registry_verdict(registry, released, broken, "FORWARD") == (True, "")
+    problems = check_with_registry(registry, current={"TtsRequest": broken}, released={"TtsRequest": released})
+    assert [(p.direction, p.checker) for p in problems] == [("BACKWARD", "registry")]
+    assert "priority" in str(problems[0])
+
+
+def test_registry_rejects_removing_a_required_field_forward(registry: str) -> None:
+    released = released_schemas()["TtsRequest"]
+    new = copy.deepcopy(current_schemas()["TtsRequest"])
+    new["fields"] = [f for f in new["fields"] if f["name"] != "voice"]
+    ok, reason = registry_verdict(registry, released, new, "FORWARD")
+    assert not ok and "voice" in reason, reason
+    assert registry_verdict(registry, released, new, "BACKWARD")[0]
