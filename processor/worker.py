@@ -13,7 +13,7 @@ import signal
 import time
 from types import FrameType
 
-from processor import logs
+from processor import logs, tracing
 from processor.audio import available_formats, encoder_problems
 from processor.config import EngineSettings, Settings
 from processor.engine.base import Engine
@@ -40,6 +40,7 @@ def load_engine(settings: EngineSettings) -> Engine:
 def run_worker(settings: Settings) -> int:
     logs.configure(settings.log_level, settings.secrets())
     w = settings.worker
+    tracing.configure(settings.tracing.traces_exporter, service_name=settings.tracing.service_name, worker_id=w.id)
     state = WorkerState(w.liveness_stall_seconds, w.job_timeout_seconds)
     server = serve_http(state, settings.http.host, settings.http.port)
     codecs = make_codecs(settings)
@@ -116,5 +117,6 @@ def run_worker(settings: Settings) -> int:
     reporter.stop()
     reporter.publish("stopped")
     events_producer.flush(5)
+    tracing.shutdown()  # flushes spans still batched for export
     server.shutdown()
     return code
