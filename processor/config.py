@@ -201,12 +201,33 @@ class WorkerSettings(BaseSettings):
     def commit_stall_seconds(self) -> float:
         return self.liveness_commit_seconds or 2 * self.job_timeout_seconds + 600
 
+    # TEST ONLY (chaos harness): hold every transaction open this long between
+    # send_offsets_to_transaction and commit_transaction, so a kill can land inside it. Never set in
+    # production: the poll loop stands still meanwhile.
+    test_park_in_txn_seconds: float = Field(default=0.0, ge=0, validation_alias="TTS_TEST_PARK_IN_TXN_SECONDS")
+
+    def kafka_call_budget(self) -> float:
+        """How long one blocking Kafka call sequence (a commit, an abort) may hold the poll thread:
+        well inside liveness, so a slow broker aborts a transaction rather than restarting the pod."""
+        return min(30.0, self.liveness_stall_seconds / 2)
+
 
 class HttpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HTTP_", extra="ignore")
 
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
+
+
+class TracingSettings(BaseSettings):
+    """OpenTelemetry's own variable names, so operators set them as for any other service. Unlike the
+    SDK's default (otlp), export is off unless asked for; OTEL_EXPORTER_OTLP_* (endpoint, headers) are
+    read by the exporter itself and never pass through here."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    traces_exporter: Literal["none", "console", "otlp"] = "none"
+    service_name: str = "tts-processor"
 
 
 class Settings(BaseSettings):
@@ -217,6 +238,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     schema_registry_url: str | None = None
     log_level: str = "INFO"
 
@@ -247,7 +269,7 @@ def load_settings() -> Settings:
     lines: list[str] = []
     sections: dict[str, Any] = {}
     for name, cls in (("kafka", KafkaSettings), ("s3", S3Settings), ("engine", EngineSettings),
-                      ("worker", WorkerSettings), ("http", HttpSettings)):
+                      ("worker", WorkerSettings), ("http", HttpSettings), ("tracing", TracingSettings)):
         try:
             sections[name] = cls()
         except ValidationError as exc:

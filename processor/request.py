@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,8 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PRESET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_PREFIX_CHARS = 256
+# C0/C1 control characters, except tab and line breaks: nothing a speaker can say, often an exploit.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_KEY_BYTES = 1024
 # Avro `float` carries emotion weights: 1.2 arrives as 1.2000000477. Bounds are checked with this slack.
 _FLOAT32_SLACK = 1e-6
@@ -166,6 +169,10 @@ class TtsRequest(BaseModel):
         v = v.strip()
         if not v:
             raise ValueError("text is empty")
+        if _CONTROL.search(v):
+            raise ValueError("text contains control characters (other than tab and line breaks)")
+        if not any(unicodedata.category(c)[0] in "LN" for c in v):
+            raise ValueError("text has nothing to speak (no letters or digits)")
         return v
 
     @field_validator("emotion_alpha")
@@ -269,12 +276,6 @@ class TtsRequest(BaseModel):
         prefix = self.output_key_prefix or "tts"
         ext = extension or FORMATS[self.output_format].extension
         return S3Location(self.output_bucket or default_bucket, f"{prefix}/{self.request_id}.{ext}")
-
-    def segment_location(self, default_bucket: str, index: int) -> S3Location:
-        """Base key of a streamed segment, next to the final audio: ``<prefix>/<request_id>/segment-NNNN.<ext>``."""
-        base = self.output_location(default_bucket)
-        stem = base.key.rsplit(".", 1)[0]
-        return S3Location(base.bucket, f"{stem}/segment-{index:04d}.{FORMATS[self.output_format].extension}")
 
 
 def _instant(name: str, value: object) -> datetime | None:

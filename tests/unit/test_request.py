@@ -188,3 +188,17 @@ def test_reserved_prefix_inside_an_output_prefix_stays_reserved() -> None:
 @pytest.mark.parametrize("prefix", ["a/./b", "a//b", "a/b c", "a\x00", "ü", "x" * 300])
 def test_prefix_components_are_validated_not_concatenated(prefix: str) -> None:
     assert check(output_key_prefix=prefix).code is ErrorCode.INVALID_REQUEST
+
+
+@pytest.mark.parametrize("text,words", [
+    ("hello\x00world", "control"), ("\x1b[31mred", "control"),
+    ("🙂🙃🎉", "nothing to speak"), ("... !!! ???", "nothing to speak"),
+])
+def test_texts_with_controls_or_nothing_to_speak_are_invalid(text: str, words: str) -> None:
+    err = check(text=text)
+    assert err.code is ErrorCode.INVALID_REQUEST and words in err.message
+
+
+@pytest.mark.parametrize("text", ["Hello, мир! 你好 مرحبا 🙂", "line one\nline two\ttabbed", "42"])
+def test_mixed_scripts_and_line_breaks_are_fine(text: str) -> None:
+    assert validate_request({**BASE, "text": text}).text == text
