@@ -98,7 +98,7 @@ def test_a_traced_request_yields_result_and_progress_in_its_trace(traced: Traced
     (result, result_msg), = traced.records(traced.topics.results, "TtsResult", rid)
     assert result["status"] == "success", result
     progress = traced.records(traced.topics.progress, "TtsProgress", rid, count=result["segments"])
-    assert result["segments"] >= 2 and len(progress) >= result["segments"]
+    assert progress and len(progress) >= result["segments"]
 
     result_ctx = tracing.span_context_of(result_msg.headers())
     assert result_ctx is not None and format(result_ctx.trace_id, "032x") == trace_hex
