@@ -41,7 +41,8 @@ log = logging.getLogger("processor.tracing")
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 Exporter = Literal["none", "console", "otlp"]
-Headers = Sequence[tuple[str, bytes | str | None]] | None
+# Kafka headers as librdkafka hands them over (a list of pairs; a dict where a client built one).
+Headers = Sequence[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None] | None
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _lock = threading.Lock()
@@ -105,7 +106,8 @@ def recording() -> bool:
 
 def _carrier(headers: Headers) -> dict[str, str]:
     out: dict[str, str] = {}
-    for key, value in headers or ():
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for key, value in pairs:
         k = key.lower()
         if k in TRACE_HEADERS and value is not None and k not in out:
             # Untrusted bytes: the propagator rejects anything that is not a valid header value.
@@ -212,8 +214,7 @@ def with_trace(headers: list[tuple[str, bytes]] | None, job: JobTrace | None) ->
     return base + (job.headers() if job is not None else [])
 
 
-def span_context_of(headers: Mapping[str, bytes] | Headers) -> SpanContext | None:
+def span_context_of(headers: Headers) -> SpanContext | None:
     """The span context a record's trace headers name (tests, console)."""
-    items = list(headers.items()) if isinstance(headers, Mapping) else headers
-    ctx = extract(items)
+    ctx = extract(headers)
     return trace.get_current_span(ctx).get_span_context() if ctx else None

@@ -26,6 +26,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
+from processor import tracing
 from processor.config import Settings
 from processor.errors import ErrorCode, TtsError
 from processor.references import check_audio
@@ -53,6 +54,7 @@ OUTPUT_FIELDS = ("output_format", "sample_rate", "channels", "bitrate_kbps", "lo
 UPLOAD_PREFIX = "uploads"
 HISTORY_TAIL = 100  # records per partition read back at start for the history
 PROGRESS_TAIL = 200
+TRACE_KEY = "_trace_id"  # set on decoded records by the tailers: not a schema field
 THROUGHPUT_WINDOW = 300.0  # seconds
 WORKER_FORGET_SECONDS = 3600.0
 AUDIO_SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg"}
@@ -112,6 +114,7 @@ class Job:
     emotion_mode: str
     segments_estimate: int
     progress: list[dict[str, Any]] = field(default_factory=list)
+    trace_id: str | None = None  # of the traceparent this console sent with the request
 
 
 @dataclass
@@ -204,6 +207,8 @@ class Tailer(threading.Thread):
             except DecodeError:
                 self.undecodable += 1
                 continue
+            # The record's trace (W3C traceparent header), kept beside it for the views.
+            record[TRACE_KEY] = tracing.trace_id(msg.headers())
             self.records += 1
             try:
                 self.handle(record)
@@ -282,7 +287,7 @@ class Backend:
                            "worker_id": rec.get("worker_id"), "elapsed_seconds": rec.get("elapsed_seconds"),
                            "emitted_at": rec.get("emitted_at"), "text": rec.get("text"),
                            "start_seconds": rec.get("start_seconds"), "end_seconds": rec.get("end_seconds"),
-                           "audio": rec.get("audio")})
+                           "audio": rec.get("audio"), "trace_id": rec.get(TRACE_KEY)})
             del events[:-200]
             self.progress.move_to_end(rid)
             while len(self.progress) > 1000:
@@ -323,8 +328,11 @@ class Backend:
             state = "done" if result.get("status") == "success" else "error"
         elif latest is not None:
             state = "running"
+        traced = [job.trace_id if job else None, (result or {}).get(TRACE_KEY),
+                  *(e.get("trace_id") for e in progress)]
         view: dict[str, Any] = jsonable({
             "request_id": request_id,
+            "trace_id": next((t for t in traced if t), None),
             "state": state,
             "submitted_at": job.submitted_at if job else None,
             "text": job.text if job else None,
@@ -346,6 +354,7 @@ class Backend:
         job = self.jobs.get(str(r.get("request_id")))
         return {
             "request_id": r.get("request_id"),
+            "trace_id": r.get(TRACE_KEY) or (job.trace_id if job else None),
             "status": r.get("status"),
             "error_code": r.get("error_code"),
             "error_message": r.get("error_message"),
@@ -567,7 +576,12 @@ class Backend:
                                             len(estimate_segments(req.text, req.max_text_tokens_per_segment)))
             while len(self.jobs) > 500:
                 self.jobs.popitem(last=False)
-        producer.produce(self.settings.kafka.request_topic, value, req.request_id.encode(), on_delivery=delivered)
+        # Every console request starts a trace: the workers continue it, and its id is shown here.
+        traceparent = tracing.new_traceparent()
+        with self.lock:
+            self.jobs[req.request_id].trace_id = tracing.trace_id([("traceparent", traceparent)])
+        producer.produce(self.settings.kafka.request_topic, value, req.request_id.encode(), on_delivery=delivered,
+                         headers=[("traceparent", traceparent.encode())])
         left = producer.flush(15)
         if left or errors:
             with self.lock:

@@ -205,6 +205,7 @@ function followJob(id, initial) {
   $("#job").hidden = false;
   $("#job-placeholder").hidden = true;
   $("#job-id").textContent = id;
+  $("#job-trace").textContent = "–";
   $("#job-error").hidden = true;
   $("#job-result").hidden = true;
   $("#player").removeAttribute("src");
@@ -225,6 +226,7 @@ async function pollJob() {
 }
 
 function renderJob(job) {
+  $("#job-trace").textContent = job.trace_id || "–";
   const pill = $("#job-state");
   pill.textContent = job.state;
   pill.className = `pill ${job.state}`;
@@ -445,6 +447,7 @@ function replay(r) {
   $("#job").hidden = false;
   $("#job-placeholder").hidden = true;
   $("#job-id").textContent = r.request_id;
+  $("#job-trace").textContent = r.trace_id || "–";
   $("#job-state").textContent = "done";
   $("#job-state").className = "pill done";
   $("#job-error").hidden = true;
