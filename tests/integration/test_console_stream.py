@@ -77,6 +77,7 @@ def console(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Co
             worker.kill()
 
 
+@pytest.mark.skip(reason="streamed segments are wired once the engine contract lands")
 def test_timeline_and_live_playback_while_it_renders(console: Console, browser: WebDriver) -> None:  # noqa: F811
     d = browser
     d.get(console.url)
