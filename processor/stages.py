@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from processor import events, metrics
+from processor import events, metrics, tracing
 from processor.audio import unavailable
 from processor.config import Settings
 from processor.engine.base import Emotion, Engine, GenerationSettings, LocalAudio, SynthesisSpec, Synthesized
@@ -34,7 +34,7 @@ from processor.request import S3Location, TtsRequest, parse_s3_uri, validate_req
 from processor.session import Record
 from processor.storage import Storage, content_addressed
 from processor.voices import VoiceCatalog
-from processor.wire import Codec, DecodeError
+from processor.wire import Codec, DecodeError, RegistryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,8 @@ class Job(Entry):
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # perf_counter timestamps of the job's life, for benchmarks and debugging.
     marks: dict[str, float] = field(default_factory=dict)
+    # The request's trace (W3C headers in, OpenTelemetry spans): None when there is nothing to trace.
+    trace: tracing.JobTrace | None = None
 
     @property
     def origin(self) -> events.Origin:
@@ -111,14 +113,19 @@ class Stages:
     def intake(self, job: Job, record: Record) -> Outcome | None:
         """Decode and validate; bad input ends here with a dead letter or an error result."""
         t0 = time.perf_counter()
+        job.trace = tracing.start_job(record.headers, topic=record.topic, partition=record.partition,
+                                      offset=record.offset)
         try:
             fields = self.codecs["TtsRequest"].decode(record.value)
+        except RegistryUnavailable:
+            raise  # says nothing about the record: the processor retries it, never dead-letters it
         except Exception as exc:  # DecodeError, or anything a hostile record makes the decoder raise
             reason = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
             return self.dead_letter(job, record, reason)
         request_id = job.request_id
         try:
             request_id = str(fields.get("request_id") or request_id)
+            tracing.annotate(job.trace, request_id=request_id)
             job.request = validate_request(fields)
             self.check_expiry(job.request)
             return None
@@ -204,7 +211,7 @@ class Stages:
                 model=self.engine.info, voice_sha256=job.voice.sha256 if job.voice else None,
                 attempts=job.attempts, engine_rate=synth.sample_rate, timing=rendered.timing, subtitles=stored,
             )
-            return self.result(req.request_id, record, "success")
+            return self.result(req.request_id, record, "success", trace=job.trace)
         except Abandoned:
             return None
         except Exception as exc:
@@ -213,9 +220,10 @@ class Stages:
     # ------------------------------------------------------------------ outcomes
 
     def result(self, request_id: str, record: dict[str, Any], status: Literal["success", "error"],
-               error_code: str = "") -> Outcome:
+               error_code: str = "", trace: tracing.JobTrace | None = None) -> Outcome:
         value = self.codecs["TtsResult"].encode(record)
-        return Outcome(self.s.kafka.result_topic, request_id.encode(), value, [], status, error_code)
+        return Outcome(self.s.kafka.result_topic, request_id.encode(), value, tracing.with_trace([], trace), status,
+                       error_code)
 
     def error(self, job: Job, exc: Exception, *, request_id: str | None = None, model: bool = False) -> Outcome:
         if not isinstance(exc, TtsError):
@@ -227,7 +235,7 @@ class Stages:
             processing_seconds=(self.clock() - job.started) if job.started else 0.0,
             model=self.engine.info if model else None, attempts=job.attempts,
         )
-        return self.result(rid, record, "error", exc.code.value)
+        return self.result(rid, record, "error", exc.code.value, trace=job.trace)
 
     def dead_letter(self, job: Job, record: Record, reason: str) -> Outcome:
         fields = events.dead_letter(job.origin, record.key, record.value, record.headers, "undecodable", reason,
@@ -239,6 +247,7 @@ class Stages:
             ("dlq.reason", b"undecodable"),
             ("dlq.error", reason.encode()[:1000]),
             ("dlq.worker", self.worker_id.encode()),
+            *tracing.with_trace([], job.trace),
         ]
         value = self.codecs["DeadLetter"].encode(fields)
         return Outcome(self.s.kafka.dlq_topic, record.key, value, headers, "dead_letter")
@@ -306,7 +315,8 @@ class Stages:
             value = self.codecs["TtsProgress"].encode(
                 events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed))
             try:
-                self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode())
+                self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode(),
+                                             headers=tracing.with_trace([], job.trace))
                 self.events_producer.poll(0)
             except BufferError:
                 log.warning("progress event dropped: local queue full")
