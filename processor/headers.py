@@ -19,7 +19,7 @@ UNREADABLE = "header names are not valid UTF-8; the client library cannot read t
 
 
 class HasHeaders(Protocol):
-    def headers(self) -> list[tuple[str, bytes | str | None]] | None: ...
+    def headers(self) -> object: ...
 
 
 def read_headers(msg: HasHeaders) -> tuple[list[tuple[str, bytes]], str | None]:
@@ -31,7 +31,9 @@ def read_headers(msg: HasHeaders) -> tuple[list[tuple[str, bytes]], str | None]:
         raw = msg.headers()
     except SystemError:
         return [], UNREADABLE
+    items = raw.items() if isinstance(raw, dict) else raw if isinstance(raw, list) else []
     out: list[tuple[str, bytes]] = []
-    for name, value in raw or []:
-        out.append((name, b"" if value is None else value.encode() if isinstance(value, str) else value))
+    for name, value in items:
+        data = b"" if value is None else value.encode() if isinstance(value, str) else bytes(value)
+        out.append((str(name), data))
     return out, None
