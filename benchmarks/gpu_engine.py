@@ -145,6 +145,7 @@ class Bench:
     pieces: list[str]  # ordinary BPE pieces to build fixed text from
     generated: list[int] = field(default_factory=list)  # mel tokens per GPT call, for the record
     cuda: bool = False
+    import_s: float = 0.0  # importing the model package (before the engine's own clock starts)
 
 
 def _no_text_normalisation() -> None:
@@ -166,8 +167,11 @@ def _ordinary_pieces(sp_model: Any) -> list[str]:
 
 
 def load_indextts2(args: argparse.Namespace, options: dict[str, Any]) -> Bench:
-    _no_text_normalisation()
+    started = time.perf_counter()
+    _no_text_normalisation()  # imports indextts (and with it transformers, librosa, ...)
     from processor.engine.indextts2 import IndexTTS2Engine
+
+    imported = time.perf_counter() - started
 
     engine = IndexTTS2Engine(
         args.model_dir, device=args.device, hf_home=args.model_dir / "hf", cache_max_entries=8, **options
@@ -215,6 +219,7 @@ def load_indextts2(args: argparse.Namespace, options: dict[str, Any]) -> Bench:
         pieces=_ordinary_pieces(tokenizer.sp_model),
         generated=generated,
         cuda=str(tts.device).startswith("cuda"),
+        import_s=imported,
     )
 
 
@@ -227,8 +232,8 @@ def load_indextts25(args: argparse.Namespace, options: dict[str, Any]) -> Bench:
 @dataclass(frozen=True)
 class EngineKind:
     loader: Callable[[argparse.Namespace, dict[str, Any]], Bench]
-    build: Callable[[str], list[str]]  # size -> builder command (python -m ...)
-    model_subdir: str
+    build: Callable[[str], list[str]]  # size -> builder command (python -m ... OUT_DIR follows)
+    model_dir: Callable[[argparse.Namespace], Path]
     available: Callable[[], str | None]  # None, or why not
 
 
@@ -242,9 +247,13 @@ def _indextts25_available() -> str | None:
     return "not yet available: the IndexTTS-2.5 engine exists but this benchmark has no adapter for it yet"
 
 
+def _indextts25_build(size: str) -> list[str]:
+    return ["devstack.tiny_model25", *(["--full-size"] if size == "full" else [])]
+
+
 ENGINES: dict[str, EngineKind] = {
-    "indextts2": EngineKind(load_indextts2, _indextts2_build, "indextts2", lambda: None),
-    "indextts2.5": EngineKind(load_indextts25, lambda size: [], "indextts25", _indextts25_available),
+    "indextts2": EngineKind(load_indextts2, _indextts2_build, lambda a: Path(a.model_dir), lambda: None),
+    "indextts2.5": EngineKind(load_indextts25, _indextts25_build, lambda a: Path(a.model_dir25), _indextts25_available),
 }
 
 
@@ -315,7 +324,7 @@ def _load(args: argparse.Namespace, variant: Variant) -> tuple[Bench, dict[str, 
         "precision": info.precision,
         "device": info.device,
         "torch_import_s": round(torch_imported - started, 3),
-        "import_s": float(info.flags.get("import_seconds", 0.0)),
+        "import_s": round(bench.import_s + float(info.flags.get("import_seconds", 0.0)), 3),
         "load_s": round(float(info.load_seconds), 3),
         "construct_s": round(time.perf_counter() - started, 3),
     }
@@ -481,7 +490,7 @@ def _child_cmd(args: argparse.Namespace, *extra: str) -> list[str]:
         "--device", args.device, "--tokens", str(args.tokens), "--text-tokens", str(args.text_tokens),
         "--warmup-tokens", str(args.warmup_tokens), "--runs", str(args.runs), "--segments", str(args.segments),
         "--num-beams", str(args.num_beams), "--reference-seconds", str(args.reference_seconds),
-        "--size", args.size, "--model-dir", str(args.model_dir),
+        "--size", args.size, "--model-dir", str(args.model_dir), "--model-dir25", str(args.model_dir25),
     ]  # fmt: skip
 
 
@@ -505,7 +514,9 @@ def _guard(args: argparse.Namespace, clock: Clock, gpu_limit: float) -> float:
     return float(min(limit, clock.left() - args.reserve))
 
 
-def run_variant(args: argparse.Namespace, clock: Clock, variant: Variant, logs: Path) -> dict[str, Any]:
+def run_variant(
+    args: argparse.Namespace, clock: Clock, variant: Variant, logs: Path, models: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     cuda = args.device.startswith("cuda")
     why = ENGINES[variant.engine].available()
     if why is not None:
@@ -516,6 +527,13 @@ def run_variant(args: argparse.Namespace, clock: Clock, variant: Variant, logs: 
     if missing:
         return {"variant": variant.name, "status": "unavailable", "reason": f"not installed: {', '.join(missing)}"}
     guard = _guard(args, clock, variant.gpu_limit_s)
+    if guard < args.min_variant_s:
+        return {"variant": variant.name, "status": "skipped", "reason": f"budget: {clock.left():.0f}s left"}
+    if variant.engine not in models:  # the model build counts against the budget like everything else
+        models[variant.engine] = ensure_model(args, variant.engine)
+        guard = _guard(args, clock, variant.gpu_limit_s)
+    if "error" in models[variant.engine]:
+        return {"variant": variant.name, "status": "failed", "reason": "model build failed (see models)"}
     if guard < args.min_variant_s:
         return {"variant": variant.name, "status": "skipped", "reason": f"budget: {clock.left():.0f}s left"}
     out = logs / f"{variant.name}.json"
@@ -599,10 +617,21 @@ def _round_summary(n: int, done: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def run_streams(args: argparse.Namespace, clock: Clock, logs: Path) -> dict[str, Any]:
+def run_streams(
+    args: argparse.Namespace, clock: Clock, logs: Path, models: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     counts = sorted({int(n) for n in args.streams.split(",")})
     variant = VARIANTS[args.streams_variant]
     report: dict[str, Any] = {"variant": variant.name, "requests_per_stream": args.stream_requests, "rounds": []}
+    why = ENGINES[variant.engine].available()
+    if why is not None:
+        return {**report, "status": "unavailable", "reason": why}
+    if _guard(args, clock, args.streams_limit) < args.min_variant_s:
+        return {**report, "status": "skipped", "reason": f"budget: {clock.left():.0f}s left"}
+    if variant.engine not in models:
+        models[variant.engine] = ensure_model(args, variant.engine)
+    if "error" in models[variant.engine]:
+        return {**report, "status": "failed", "reason": "model build failed (see models)"}
     guard = _guard(args, clock, args.streams_limit)
     if guard < args.min_variant_s:
         return {**report, "status": "skipped", "reason": f"budget: {clock.left():.0f}s left"}
@@ -664,16 +693,19 @@ def run_streams(args: argparse.Namespace, clock: Clock, logs: Path) -> dict[str,
 
 
 def ensure_model(args: argparse.Namespace, engine: str) -> dict[str, Any]:
-    cmd = ENGINES[engine].build(args.size)
+    """Build (or find complete) the engine's random model with the project's own builder."""
+    kind = ENGINES[engine]
+    target = kind.model_dir(args)
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", *cmd, str(args.model_dir)], cwd=ROOT, capture_output=True, text=True, check=False
+        [sys.executable, "-m", *kind.build(args.size), str(target)], cwd=ROOT, capture_output=True, text=True
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"building the {args.size} {engine} model failed:\n{proc.stdout}\n{proc.stderr}")
     seconds = round(time.perf_counter() - started, 1)
-    print(f"model {engine} ({args.size}) ready in {args.model_dir} [{seconds}s]", flush=True)
-    return {"engine": engine, "size": args.size, "dir": str(args.model_dir), "ready_s": seconds}
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip()[-1500:]
+        return {"engine": engine, "size": args.size, "dir": str(target), "error": tail, "ready_s": seconds}
+    print(f"model {engine} ({args.size}) ready in {target} [{seconds}s]", flush=True)
+    return {"engine": engine, "size": args.size, "dir": str(target), "ready_s": seconds}
 
 
 def preflight() -> None:
@@ -799,7 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-variant-s", type=float, default=40.0, help="do not start a part with less left")
     parser.add_argument("--variant-timeout", type=float, default=None, help="override every part's time guard")
     parser.add_argument("--size", choices=("full", "tiny"), default="full")
-    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--model-dir", type=Path, default=None, help="IndexTTS2 model (built if absent)")
+    parser.add_argument("--model-dir25", type=Path, default=None, help="IndexTTS-2.5 model (built if absent)")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench" / "gpu_engine.json")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -808,6 +841,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.model_dir is None:
         args.model_dir = ROOT / ".cache" / ("full-random-model" if args.size == "full" else "tiny-model")
+    if args.model_dir25 is None:
+        args.model_dir25 = args.model_dir.with_name(args.model_dir.name + "25")
 
     if args.child is not None:
         run_variant_child(args)
@@ -858,9 +893,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         },
         "plan": plan,
-        "models": [ensure_model(args, "indextts2")],
+        "models": {},
         "variants": [],
     }
+    models: dict[str, dict[str, Any]] = report["models"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def write() -> str:
@@ -875,10 +911,10 @@ def main(argv: list[str] | None = None) -> int:
         for part in plan:
             print(f"== {part} ({clock.left():.0f}s of budget left)", flush=True)
             if part == "streams":
-                report["streams"] = run_streams(args, clock, logs)
+                report["streams"] = run_streams(args, clock, logs, models)
                 shown = {k: v for k, v in report["streams"].items() if k != "load"}
             else:
-                result = run_variant(args, clock, VARIANTS[part[8:]], logs)
+                result = run_variant(args, clock, VARIANTS[part[8:]], logs, models)
                 report["variants"].append(result)
                 shown = {k: result.get(k) for k in ("status", "reason", "steady", "latency", "peak_gpu_mib")}
             print(json.dumps(shown), flush=True)
@@ -891,7 +927,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} and {args.out.with_suffix('.txt')}")
     ran = [v for v in report["variants"] if v["status"] not in ("unavailable", "skipped")]
     failed = [v["variant"] for v in ran if v["status"] != "ok"]
-    if report.get("streams", {}).get("status") not in (None, "ok", "skipped"):
+    if report.get("streams", {}).get("status") not in (None, "ok", "skipped", "unavailable"):
         failed.append("streams")
     if args.smoke and report["gpu_packages"]["missing_on_gpu"]:
         failed.append("gpu_packages")

@@ -100,6 +100,7 @@ class Variant:
     prefetch: int | None = None  # None: --prefetch
     worker: str = "processor"  # "processor" (the product) | "naive" (benchmarks.naive_loop, the comparison)
     load: str = "saturated"  # "saturated": topic pre-filled | "light": one request every --light-interval s
+    output: dict[str, Any] | None = None  # output fields of every request (format, rate, loudness, ...)
 
 
 # ================================================================================= shared helpers
@@ -640,8 +641,8 @@ def run_variant(stack: Any, variant: Variant, args: argparse.Namespace, bucket: 
         for i in range(variant.requests):
             rid = f"{prefix}-{i:05d}"
             text = f"Hello world, this is benchmark request number {i}."
-            producer.produce(topics["requests"], codec.encode(request_record(rid, voice_uri, text)), rid.encode(),
-                             partition=i % args.partitions)
+            record = {**request_record(rid, voice_uri, text), **(variant.output or {})}
+            producer.produce(topics["requests"], codec.encode(record), rid.encode(), partition=i % args.partitions)
         if producer.flush(60) != 0:
             raise RuntimeError("could not pre-fill the request topic")
         del producer
@@ -876,6 +877,18 @@ def main(argv: list[str] | None = None) -> int:
                                load="light"),
         "naive_light_200ms": Variant("naive_light_200ms", "naive light 1/s, 200 ms", "standin",
                                      args.requests_light, 0.2, worker="naive", load="light"),
+        # The same stand-in jobs with the finish stage doing real work: 48 kHz, loudness to -16 LUFS, then
+        # Opus or MP3 (10 s of audio per 1 s job at --rtf 0.1). The GPU should stay as busy as with WAV.
+        "standin_1s_opus48k_loud": Variant("standin_1s_opus48k_loud", "1 s, Opus 48k -16 LUFS", "standin",
+                                           args.requests_1s, 1.0,
+                                           output={"output_format": "opus", "sample_rate": 48000, "loudness": -16.0}),
+        "standin_1s_mp3_48k_loud": Variant("standin_1s_mp3_48k_loud", "1 s, MP3 48k -16 LUFS", "standin",
+                                           args.requests_1s, 1.0,
+                                           output={"output_format": "mp3", "sample_rate": 48000, "loudness": -16.0}),
+        "standin_200ms_mp3_48k_loud": Variant("standin_200ms_mp3_48k_loud", "200 ms, MP3 48k -16 LUFS", "standin",
+                                              args.requests, 0.2,
+                                              output={"output_format": "mp3", "sample_rate": 48000,
+                                                      "loudness": -16.0}),
     }
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in catalog]

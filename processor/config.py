@@ -209,6 +209,17 @@ class HttpSettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class TracingSettings(BaseSettings):
+    """OpenTelemetry's own variable names, so operators set them as for any other service. Unlike the
+    SDK's default (otlp), export is off unless asked for; OTEL_EXPORTER_OTLP_* (endpoint, headers) are
+    read by the exporter itself and never pass through here."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    traces_exporter: Literal["none", "console", "otlp"] = "none"
+    service_name: str = "tts-processor"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
@@ -217,6 +228,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     schema_registry_url: str | None = None
     log_level: str = "INFO"
 
@@ -247,7 +259,7 @@ def load_settings() -> Settings:
     lines: list[str] = []
     sections: dict[str, Any] = {}
     for name, cls in (("kafka", KafkaSettings), ("s3", S3Settings), ("engine", EngineSettings),
-                      ("worker", WorkerSettings), ("http", HttpSettings)):
+                      ("worker", WorkerSettings), ("http", HttpSettings), ("tracing", TracingSettings)):
         try:
             sections[name] = cls()
         except ValidationError as exc:

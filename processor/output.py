@@ -16,6 +16,7 @@ written by a late or redone attempt can only add a sibling, never change what an
 from __future__ import annotations
 
 import logging
+import posixpath
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -63,8 +64,16 @@ def render_job(req: TtsRequest, pcm: npt.NDArray[np.int16], engine_rate: int, sp
     return Rendered(audio, timing, files)
 
 
-def subtitle_location(req: TtsRequest, bucket: str, fmt: str, sha256: str) -> S3Location:
-    return content_addressed(req.output_location(bucket, fmt), sha256)
+def subtitle_location(base: S3Location, fmt: str, sha256: str) -> S3Location:
+    """``<prefix>/<request_id>.<ext>`` (the audio's base key) -> ``<prefix>/<request_id>/<sha256>.<fmt>``."""
+    stem = posixpath.splitext(base.key)[0]
+    return content_addressed(S3Location(base.bucket, f"{stem}.{fmt}"), sha256)
+
+
+def segment_location(base: S3Location, index: int, sha256: str) -> S3Location:
+    """``<prefix>/<request_id>.<ext>`` -> ``<prefix>/<request_id>/segment-NNNN/<sha256>.<ext>``."""
+    stem, ext = posixpath.splitext(base.key)
+    return content_addressed(S3Location(base.bucket, f"{stem}/segment-{index:04d}{ext}"), sha256)
 
 
 # ------------------------------------------------------------------------------------ streaming
@@ -79,7 +88,7 @@ class JobStream:
     thread renders, stores and announces; ``wait`` (finish stage) returns once every piece is out."""
 
     req: TtsRequest
-    bucket: str
+    base: S3Location  # the audio's base key (before content addressing), already checked against policy
     engine_rate: int
     store: Store
     announce: Announce
@@ -129,7 +138,7 @@ class JobStream:
             so_far = np.concatenate(self._history).astype(np.float32) / np.float32(32768.0)
             measured = integrated_loudness(so_far, self.engine_rate)
         audio = render(chunk, self.engine_rate, spec, measured_lufs=measured)
-        loc = content_addressed(self.req.segment_location(self.bucket, span.index), audio.sha256)
+        loc = segment_location(self.base, span.index, audio.sha256)
         self.store(loc, audio)
         piece = SegmentPiece(loc, audio, self._offset_frames / audio.sample_rate)
         self._offset_frames += audio.frames
@@ -144,11 +153,12 @@ class SegmentStreamer:
         self._q: queue.Queue[tuple[JobStream, Span, npt.NDArray[np.int16]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
-    def open(self, req: TtsRequest, bucket: str, engine_rate: int, store: Store, announce: Announce) -> JobStream:
+    def open(self, req: TtsRequest, base: S3Location, engine_rate: int, store: Store, announce: Announce
+             ) -> JobStream:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="tts-segments", daemon=True)
             self._thread.start()
-        return JobStream(req, bucket, engine_rate, store, announce, self)
+        return JobStream(req, base, engine_rate, store, announce, self)
 
     def submit(self, stream: JobStream, span: Span, chunk: npt.NDArray[np.int16]) -> None:
         self._q.put((stream, span, chunk))

@@ -277,12 +277,6 @@ class TtsRequest(BaseModel):
         ext = extension or FORMATS[self.output_format].extension
         return S3Location(self.output_bucket or default_bucket, f"{prefix}/{self.request_id}.{ext}")
 
-    def segment_location(self, default_bucket: str, index: int) -> S3Location:
-        """Base key of a streamed segment, next to the final audio: ``<prefix>/<request_id>/segment-NNNN.<ext>``."""
-        base = self.output_location(default_bucket)
-        stem = base.key.rsplit(".", 1)[0]
-        return S3Location(base.bucket, f"{stem}/segment-{index:04d}.{FORMATS[self.output_format].extension}")
-
 
 def _instant(name: str, value: object) -> datetime | None:
     """A timestamp field as an aware datetime: millis since the epoch (how the worker's codec hands them

@@ -15,7 +15,7 @@ from types import FrameType
 
 from confluent_kafka import KafkaError
 
-from processor import logs
+from processor import logs, tracing
 from processor.audio import available_formats, encoder_problems
 from processor.config import EngineSettings, Settings
 from processor.engine.base import Engine
@@ -55,6 +55,7 @@ def make_codecs(settings: Settings) -> dict[str, Codec]:
 def run_worker(settings: Settings) -> int:
     logs.configure(settings.log_level, settings.secrets())
     w = settings.worker
+    tracing.configure(settings.tracing.traces_exporter, service_name=settings.tracing.service_name, worker_id=w.id)
     state = WorkerState(w.liveness_stall_seconds, w.job_timeout_seconds)
     server = serve_http(state, settings.http.host, settings.http.port)
     codecs = make_codecs(settings)
@@ -137,5 +138,6 @@ def run_worker(settings: Settings) -> int:
     state.status = "stopped"
     reporter.publish("stopped")
     events_producer.flush(5)
+    tracing.shutdown()  # flushes spans still batched for export
     server.shutdown()
     return code

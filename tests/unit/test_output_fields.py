@@ -32,7 +32,10 @@ def test_keys_follow_the_format_and_sit_next_to_the_audio() -> None:
     sha = "ab" * 32
     assert content_addressed(req.output_location("out"), sha).key == f"jobs/7/r-1/{sha}.opus"
     assert content_addressed(req.output_location("out", "srt"), sha).key == f"jobs/7/r-1/{sha}.srt"
-    assert content_addressed(req.segment_location("out", 3), sha).key == f"jobs/7/r-1/segment-0003/{sha}.opus"
+    from processor.output import segment_location, subtitle_location
+    base = req.output_location("out")
+    assert segment_location(base, 3, sha).key == f"jobs/7/r-1/segment-0003/{sha}.opus"
+    assert subtitle_location(base, "vtt", sha).key == f"jobs/7/r-1/{sha}.vtt"
 
 
 @pytest.mark.parametrize("over,needle", [

@@ -50,7 +50,7 @@ def test_render_job_times_segments_in_the_output_and_writes_subtitles() -> None:
         (1, 0.0, 0.8), (2, 1.0, 1.8), (3, 2.0, 2.8)]
     assert [(f.format, f.content_type) for f in r.subtitles] == [("srt", "application/x-subrip"), ("vtt", "text/vtt")]
     assert b"00:00:01,000 --> 00:00:01,800" in r.subtitles[0].data
-    loc = output.subtitle_location(req, "b", "vtt", "ab" * 32)
+    loc = output.subtitle_location(req.output_location("b"), "vtt", "ab" * 32)
     assert loc.key == f"tts/r/{'ab' * 32}.vtt"
 
 
@@ -62,7 +62,7 @@ def test_streamed_pieces_tile_the_final_audio(fmt: str, loudness: float | None) 
     stored: dict[str, EncodedAudio] = {}
     announced: list[tuple[int, SegmentTiming, SegmentPiece | None]] = []
     streamer = output.SegmentStreamer()
-    stream = streamer.open(req, "b", RATE, lambda loc, audio: stored.__setitem__(loc.key, audio),
+    stream = streamer.open(req, req.output_location("b"), RATE, lambda loc, audio: stored.__setitem__(loc.key, audio),
                            lambda span, t, piece: announced.append((span.index, t, piece)))
     main_thread = threading.get_ident()
     for span, chunk in zip(spans, chunks, strict=True):
@@ -94,7 +94,7 @@ def test_a_failing_store_gives_up_on_the_stream_without_blocking_the_job() -> No
         raise RuntimeError("storage down")
 
     streamer = output.SegmentStreamer()
-    stream = streamer.open(req, "b", RATE, store, lambda *a: calls.append(a))
+    stream = streamer.open(req, req.output_location("b"), RATE, store, lambda *a: calls.append(a))
     for span, chunk in zip(spans, chunks, strict=True):
         stream.add(span, chunk)
     assert stream.wait(30)
