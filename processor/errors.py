@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     OUTCOME_TOO_LARGE = "outcome_too_large"
     EXPIRED = "expired"
     TIMEOUT = "timeout"
+    # A failure nobody foresaw (a bug, a full disk): the request ends with it instead of the worker.
+    INTERNAL_ERROR = "internal_error"
     UNSUPPORTED_FORMAT = "unsupported_format"
 
 
