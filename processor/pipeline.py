@@ -45,7 +45,7 @@ from processor.config import Settings
 from processor.engine.base import Engine, Synthesized
 from processor.ledger import TP, Ledger
 from processor.references import ReferenceCache
-from processor.session import FatalKafkaError, Record, Session, TransactionAborted
+from processor.session import FatalKafkaError, OutcomeRefused, Record, Session, TransactionAborted
 from processor.stages import Job, Outcome, Stages
 from processor.storage import Storage
 from processor.voices import VoiceCatalog
@@ -87,6 +87,9 @@ class Snapshot:
     broker_error: tuple[float, str] | None
     thread_failure: str | None
     in_flight: int
+    # The last moment the worker was making progress: it committed, or it had nothing to do. A worker
+    # with work that commits nothing for long (an abort loop, a wedged stage) is not live.
+    progress_at: float | None = None
 
 
 class Processor:
@@ -130,6 +133,10 @@ class Processor:
         self.counters = Counters()
         self.joined = False
         self.last_tick = clock()
+        self._progress_at = clock()
+        # Set by an aborted transaction until the next commit (or assignment change): the ledger is
+        # empty right after a rewind, but that is not "nothing to do".
+        self._redoing = False
         self.assignment_changed = threading.Event()
         self._last_delivery: dict[TP, float] = {}
         self._lags: dict[TP, int | None] = {}
@@ -188,6 +195,8 @@ class Processor:
         self._collect_done()
         self._retry_seeks()
         self._commit_ready(force=not self.ledger.busy() or self._grace_deadline is not None)
+        if not self.ledger.busy() and not self._redoing:
+            self._progress_at = self.last_tick
         self._flow_control()
         self._publish()
         return True
@@ -312,6 +321,13 @@ class Processor:
         t0 = time.perf_counter()
         try:
             self.session.commit([o for o in outcomes if isinstance(o, Outcome)], offsets)
+        except OutcomeRefused as exc:
+            metrics.TRANSACTIONS.labels("aborted").inc()
+            if self._replace_refused(jobs, exc.refused):
+                return  # the same jobs commit again with the stand-ins, nothing is redone
+            log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
+            self._rewind()
+            return
         except TransactionAborted as exc:
             metrics.TRANSACTIONS.labels("aborted").inc()
             log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
@@ -321,6 +337,8 @@ class Processor:
             metrics.TRANSACTIONS.labels("fatal").inc()
             raise
         metrics.TRANSACTIONS.labels("committed").inc()
+        self._progress_at = self.clock()
+        self._redoing = False
         t1 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("commit").observe(t1 - t0)
         self.ledger.committed_ok(jobs)
@@ -340,8 +358,21 @@ class Processor:
         if self.on_commit is not None:
             self.on_commit(jobs)
 
+    def _replace_refused(self, jobs: list[Job], refused: dict[int, str]) -> bool:
+        """Put a small stand-in in place of each outcome the broker refused for good. False when a
+        stand-in itself was refused: then nothing smaller exists, and the batch is redone instead."""
+        for index, why in refused.items():
+            job = jobs[index]
+            if job.fallback_used:
+                return False
+            assert isinstance(job.outcome, Outcome)
+            job.outcome = self.stages.fallback(job, job.outcome, why)
+            job.fallback_used = True
+        return True
+
     def _rewind(self) -> None:
         """Everything taken since the last commit is redone from the committed position."""
+        self._redoing = True
         tps = self.ledger.rewind()
         self.ledger.hold(self.session.seek_to_committed(tps))
         self._seek_at = self.clock()
@@ -371,6 +402,7 @@ class Processor:
     # never outlives the assignment it was made for, and the ledger's pause set starts empty.
     def on_assign(self, tps: list[TP]) -> None:
         metrics.REBALANCES.labels("assign").inc()
+        self._redoing = False
         self.session.resume(tps)
         self.ledger.assign(tps)
         for tp in tps:
@@ -382,6 +414,7 @@ class Processor:
 
     def on_revoke(self, tps: list[TP]) -> None:
         metrics.REBALANCES.labels("revoke").inc()
+        self._redoing = False
         # We still own these partitions inside the callback: commit what is finished, drop the rest.
         self._collect_done()
         self._commit_ready(force=True)
@@ -390,6 +423,7 @@ class Processor:
 
     def on_lost(self, tps: list[TP]) -> None:
         metrics.REBALANCES.labels("lost").inc()
+        self._redoing = False
         # Someone else may own them already: commit nothing.
         self._forget(tps)
         log.warning("lost %s", sorted(f"{t}[{p}]" for t, p in tps))
@@ -476,4 +510,5 @@ class Processor:
             current_started=current.started if current is not None else None,
             storage_error=self.stages.storage_error, broker_error=self.session.last_error(),
             thread_failure=getattr(self, "thread_failure", None), in_flight=in_flight,
+            progress_at=self._progress_at,
         )
