@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from processor import deadletter, events, metrics
+from processor import deadletter, events, metrics, tracing
 from processor.audio import render, unavailable
 from processor.config import Settings
 from processor.engine.base import Emotion, Engine, GenerationSettings, LocalAudio, SynthesisSpec, Synthesized
@@ -33,7 +33,7 @@ from processor.request import OutputPolicy, S3Location, TtsRequest, outcome_id, 
 from processor.session import Record
 from processor.storage import Storage, content_addressed
 from processor.voices import VoiceCatalog
-from processor.wire import Codec, DecodeError
+from processor.wire import Codec, DecodeError, RegistryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class Job(Entry):
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # perf_counter timestamps of the job's life, for benchmarks and debugging.
     marks: dict[str, float] = field(default_factory=dict)
+    # The request's trace (W3C headers in, OpenTelemetry spans): None when there is nothing to trace.
+    trace: tracing.JobTrace | None = None
 
     @property
     def origin(self) -> events.Origin:
@@ -118,9 +120,13 @@ class Stages:
     def intake(self, job: Job, record: Record) -> Outcome | None:
         """Decode and validate; bad input ends here with a dead letter or an error result."""
         t0 = time.perf_counter()
+        job.trace = tracing.start_job(record.headers, topic=record.topic, partition=record.partition,
+                                      offset=record.offset)
         try:
             # Timestamps as millis: one no datetime can hold is then invalid_request, not undecodable.
             fields = self.codecs["TtsRequest"].decode(record.value, raw_timestamps=True)
+        except RegistryUnavailable:
+            raise  # says nothing about the record: the processor retries it, never dead-letters it
         except Exception as exc:  # DecodeError, or anything a hostile record makes the decoder raise
             reason = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
             return self.dead_letter(job, record, reason)
@@ -128,6 +134,7 @@ class Stages:
         try:
             # The id an outcome carries: the request's own when valid, else a short stand-in.
             request_id = outcome_id(fields.get("request_id"), f"{job.tp[0]}-{job.tp[1]}-{job.offset}")
+            tracing.annotate(job.trace, request_id=request_id)
             job.request = validate_request(fields)
             job.output = self.output_policy.location(job.request)
             self.check_expiry(job.request)
@@ -209,7 +216,7 @@ class Stages:
                 model=self.engine.info, voice_sha256=job.voice.sha256 if job.voice else None,
                 attempts=job.attempts, engine_rate=synth.sample_rate,
             )
-            return self.result(req.request_id, record, "success")
+            return self.result(req.request_id, record, "success", trace=job.trace)
         except Abandoned:
             return None
         except Exception as exc:
@@ -218,9 +225,10 @@ class Stages:
     # ------------------------------------------------------------------ outcomes
 
     def result(self, request_id: str, record: dict[str, Any], status: Literal["success", "error"],
-               error_code: str = "") -> Outcome:
+               error_code: str = "", trace: tracing.JobTrace | None = None) -> Outcome:
         value = self.codecs["TtsResult"].encode(record)
-        return Outcome(self.s.kafka.result_topic, request_id.encode(), value, [], status, error_code)
+        return Outcome(self.s.kafka.result_topic, request_id.encode(), value, tracing.with_trace([], trace), status,
+                       error_code)
 
     def error(self, job: Job, exc: Exception, *, request_id: str | None = None, model: bool = False) -> Outcome:
         if not isinstance(exc, TtsError):
@@ -232,7 +240,7 @@ class Stages:
             processing_seconds=(self.clock() - job.started) if job.started else 0.0,
             model=self.engine.info if model else None, attempts=job.attempts,
         )
-        return self.result(rid, record, "error", exc.code.value)
+        return self.result(rid, record, "error", exc.code.value, trace=job.trace)
 
     def dead_letter(self, job: Job, record: Record, reason: str) -> Outcome | None:
         """The dead letter of an undecodable record; None when its original needs a claim check first
@@ -270,7 +278,8 @@ class Stages:
                               codec=self.codecs["DeadLetter"], max_bytes=max_bytes, bucket=s3.bucket,
                               prefix=s3.dead_letter_prefix, put=put)
         job.dead_letter_original = original
-        return Outcome(self.s.kafka.dlq_topic, dl.key, dl.value, dl.headers, "dead_letter")
+        return Outcome(self.s.kafka.dlq_topic, dl.key, dl.value, tracing.with_trace(dl.headers, job.trace),
+                       "dead_letter")
 
     def fallback(self, job: Job, refused: Outcome, why: str) -> Outcome:
         """What stands in for an outcome the broker refused for good (too large for its topic): a small
@@ -291,7 +300,7 @@ class Stages:
         record = events.error_result(rid, job.origin, TtsError(
             ErrorCode.OUTCOME_TOO_LARGE, f"the {refused.status} result ({len(refused.value)} bytes) was refused by "
             f"the result topic: {why}"), worker_id=self.worker_id, attempts=job.attempts)
-        return self.result(rid, record, "error", ErrorCode.OUTCOME_TOO_LARGE.value)
+        return self.result(rid, record, "error", ErrorCode.OUTCOME_TOO_LARGE.value, trace=job.trace)
 
     # ------------------------------------------------------------------ helpers
 
@@ -350,7 +359,8 @@ class Stages:
             value = self.codecs["TtsProgress"].encode(
                 events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed))
             try:
-                self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode())
+                self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode(),
+                                             headers=tracing.with_trace([], job.trace))
                 self.events_producer.poll(0)
             except BufferError:
                 log.warning("progress event dropped: local queue full")
