@@ -1,6 +1,6 @@
 """The processor: one Kafka group member driving one GPU.
 
-    request ─▶ intake (decode/validate) ─▶ prepare (refs) ─▶ synthesize ─▶ finish (WAV, upload) ─▶ commit
+    request ─▶ intake (decode/validate) ─▶ prepare (refs) ─▶ synthesize ─▶ finish (render, upload) ─▶ commit
 
 Three seams, each testable on its own:
 - ``processor.ledger``: which requests we hold, per partition in offset order, and what may be

@@ -1,6 +1,6 @@
 """The per-request work, as plain steps that return an ``Outcome``:
 
-    intake (decode, validate, expiry) → prepare (voice, emotion clip) → synthesize → finish (WAV, upload)
+    intake (decode, validate, expiry) → prepare (voice, emotion clip) → synthesize → finish (render, upload)
 
 Each step catches everything that can go wrong with ONE request and turns it into an error outcome
 with a stable code (``internal_error`` for what nobody foresaw), so a bad request can never take a
@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from processor import deadletter, events, metrics, tracing
-from processor.audio import render, unavailable
+from processor.audio import unavailable
 from processor.config import Settings
 from processor.engine.base import Emotion, Engine, GenerationSettings, LocalAudio, SynthesisSpec, Synthesized
 from processor.errors import ErrorCode, TtsError
 from processor.ledger import Entry
+from processor.output import SubtitleFile, render_job, subtitle_location
 from processor.references import ReferenceCache
 from processor.request import OutputPolicy, S3Location, TtsRequest, outcome_id, parse_s3_uri, validate_request
 from processor.session import Record
@@ -156,6 +157,8 @@ class Stages:
         t0 = time.perf_counter()
         try:
             self.check_expiry(req)
+            if (why := unavailable(req.output_spec)) is not None:  # refused before it costs GPU time
+                raise TtsError(ErrorCode.UNSUPPORTED_FORMAT, why)
             job.voice = self.retrying(job, "download", lambda: self.resolve_voice(req))
             if req.emotion_reference is not None:
                 loc = parse_s3_uri(req.emotion_reference)
@@ -189,18 +192,22 @@ class Stages:
         return result
 
     def finish(self, job: Job, synth: Synthesized) -> Outcome | None:
-        """Encode the WAV and store it; the success result names where."""
+        """Render the audio as asked (rate, loudness, format), store it and its subtitles; the success
+        result names them, with every segment's timing in the stored audio."""
         req = job.request
         assert req is not None
         t0 = job.marks["finish_start"] = time.perf_counter()
         try:
-            if (why := unavailable(req.output_spec)) is not None:
-                raise TtsError(ErrorCode.UNSUPPORTED_FORMAT, why)
-            audio = render(synth.pcm, synth.sample_rate, req.output_spec)
+            # Resampling, loudness and encoding happen here, on the finish thread: never on the GPU's.
+            rendered = render_job(req, synth.pcm, synth.sample_rate, getattr(synth, "spans", ()))
+            audio = rendered.audio
             job.stage_seconds["encode"] = time.perf_counter() - t0
-            loc = content_addressed(job.output or self.output_policy.location(req), audio.sha256)
+            # Where it may go was decided at intake (OutputPolicy), before any download or GPU time.
+            base = job.output or self.output_policy.location(req)
+            loc = content_addressed(base, audio.sha256)
             t1 = time.perf_counter()
             self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256, audio.content_type))
+            stored = [self.store_subtitles(job, base, f) for f in rendered.subtitles]
             job.marks["uploaded"] = time.perf_counter()
             job.stage_seconds["upload"] = job.marks["uploaded"] - t1
             for stage in ("encode", "upload"):
@@ -214,7 +221,7 @@ class Stages:
                 req, job.origin, worker_id=self.worker_id, location=loc, audio=audio, segments=synth.segments,
                 processing_seconds=self.clock() - job.started, synthesis_seconds=synthesis,
                 model=self.engine.info, voice_sha256=job.voice.sha256 if job.voice else None,
-                attempts=job.attempts, engine_rate=synth.sample_rate,
+                attempts=job.attempts, engine_rate=synth.sample_rate, timing=rendered.timing, subtitles=stored,
             )
             return self.result(req.request_id, record, "success", trace=job.trace)
         except Abandoned:
@@ -320,6 +327,12 @@ class Stages:
             preset = self.voices.resolve(req.voice)
             return self.references.fetch(preset.reference, check_bucket=False)
         return self.references.fetch(loc)
+
+    def store_subtitles(self, job: Job, base: S3Location, f: SubtitleFile) -> events.StoredFile:
+        sha256 = hashlib.sha256(f.data).hexdigest()
+        loc = subtitle_location(base, f.format, sha256)
+        self.retrying(job, "upload", lambda: self.upload(job, loc, f.data, sha256, f.content_type))
+        return events.StoredFile(f.format, loc, sha256, len(f.data))
 
     def upload(self, job: Job, loc: S3Location, data: bytes, sha256: str, content_type: str) -> None:
         if job.state == "dropped":
