@@ -1,6 +1,6 @@
 """The processor: one Kafka group member driving one GPU.
 
-    request ─▶ intake (decode/validate) ─▶ prepare (refs) ─▶ synthesize ─▶ finish (WAV, upload) ─▶ commit
+    request ─▶ intake (decode/validate) ─▶ prepare (refs) ─▶ synthesize ─▶ finish (render, upload) ─▶ commit
 
 Three seams, each testable on its own:
 - ``processor.ledger``: which requests we hold, per partition in offset order, and what may be
@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from processor import metrics
+from processor import metrics, tracing
 from processor.config import Settings
 from processor.engine.base import Engine, Synthesized
 from processor.ledger import TP, Ledger
@@ -49,7 +49,7 @@ from processor.session import FatalKafkaError, Record, Session, TransactionAbort
 from processor.stages import Job, Outcome, Stages
 from processor.storage import Storage
 from processor.voices import VoiceCatalog
-from processor.wire import Codec
+from processor.wire import Codec, RegistryUnavailable
 
 __all__ = ["Counters", "FatalKafkaError", "Job", "Outcome", "Processor", "Snapshot"]
 
@@ -64,6 +64,8 @@ RESUME_LATENCY_SECONDS = 1.2
 BATCH_WINDOW_SECONDS = 0.05
 LAG_REFRESH_SECONDS = 1.0
 SEEK_RETRY_SECONDS = 1.0
+# A registry outage pauses intake this long per attempt (the record is redone, not dead-lettered).
+REGISTRY_RETRY_SECONDS = 1.0
 
 
 @dataclass
@@ -219,7 +221,15 @@ class Processor:
             return  # not ours, draining, rewinding, or a re-delivery after pause/resume
         job.marks["polled"] = time.perf_counter()
         self._last_delivery[job.tp] = self.clock()
-        outcome = self.stages.intake(job, record)
+        try:
+            outcome = self.stages.intake(job, record)
+        except RegistryUnavailable as exc:
+            # The record may be fine; only its writer schema is out of reach. Redo from the committed
+            # position after a pause instead of dead-lettering it (the health snapshot says why).
+            log.warning("%s; rewinding to the committed offsets", exc)
+            self._rewind()
+            time.sleep(REGISTRY_RETRY_SECONDS)
+            return
         if outcome is not None:
             self.ledger.complete(job, outcome)
         else:
@@ -262,7 +272,9 @@ class Processor:
         for job in self._items(self._prepare_q):
             if not job.advance("preparing"):
                 continue  # dropped while queued
-            outcome = self.stages.prepare(job)
+            with tracing.stage(job.trace, "prepare") as span:
+                outcome = self.stages.prepare(job)
+                tracing.outcome(span, outcome)
             if outcome is not None:
                 self._done.put((job, outcome))
             else:
@@ -274,7 +286,9 @@ class Processor:
                 continue  # dropped (revoked, aborted, draining) before it reached the GPU
             self.current = job
             try:
-                result = self.stages.synthesize(job)
+                with tracing.stage(job.trace, "synthesize") as span:
+                    result = self.stages.synthesize(job)
+                    tracing.outcome(span, result if isinstance(result, Outcome) else None)
             finally:
                 self.current = None
             if isinstance(result, Outcome):
@@ -289,7 +303,9 @@ class Processor:
         for job, synth in self._items(self._finish_q):
             if not job.advance("finishing"):
                 continue
-            outcome = self.stages.finish(job, synth)
+            with tracing.stage(job.trace, "store") as span:
+                outcome = self.stages.finish(job, synth)
+                tracing.outcome(span, outcome)
             if outcome is not None:
                 self._done.put((job, outcome))
 
@@ -311,7 +327,10 @@ class Processor:
         assert all(isinstance(o, Outcome) for o in outcomes)
         t0 = time.perf_counter()
         try:
-            self.session.commit([o for o in outcomes if isinstance(o, Outcome)], offsets)
+            with contextlib.ExitStack() as emitting:
+                for job in jobs:
+                    emitting.enter_context(tracing.stage(job.trace, "emit", batch=len(jobs)))
+                self.session.commit([o for o in outcomes if isinstance(o, Outcome)], offsets)
         except TransactionAborted as exc:
             metrics.TRANSACTIONS.labels("aborted").inc()
             log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
@@ -328,6 +347,7 @@ class Processor:
             o = job.outcome
             assert isinstance(o, Outcome)
             metrics.REQUESTS.labels(*o.metric_labels).inc()
+            tracing.end_job(job.trace, o.status, o.error_code)
             if o.status == "success":
                 self.counters.done += 1
             elif o.status == "error":

@@ -1,6 +1,6 @@
 """The per-request work, as plain steps that return an ``Outcome``:
 
-    intake (decode, validate, expiry) → prepare (voice, emotion clip) → synthesize → finish (WAV, upload)
+    intake (decode, validate, expiry) → prepare (voice, emotion clip) → synthesize → finish (render, upload)
 
 Each step catches everything that can go wrong with ONE request and turns it into an error outcome
 with a stable code (``internal_error`` for what nobody foresaw), so a bad request can never take a
@@ -13,6 +13,7 @@ The steps know nothing about threads, queues or Kafka; ``processor.pipeline.Proc
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -21,18 +22,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from processor import events, metrics
-from processor.audio import render, unavailable
+from processor import events, metrics, tracing
+from processor.audio import unavailable
 from processor.config import Settings
 from processor.engine.base import Emotion, Engine, GenerationSettings, LocalAudio, SynthesisSpec, Synthesized
 from processor.errors import ErrorCode, TtsError
 from processor.ledger import Entry
+from processor.output import SubtitleFile, render_job, subtitle_location
 from processor.references import ReferenceCache
 from processor.request import S3Location, TtsRequest, parse_s3_uri, validate_request
 from processor.session import Record
 from processor.storage import Storage, content_addressed
 from processor.voices import VoiceCatalog
-from processor.wire import Codec, DecodeError
+from processor.wire import Codec, DecodeError, RegistryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,8 @@ class Job(Entry):
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # perf_counter timestamps of the job's life, for benchmarks and debugging.
     marks: dict[str, float] = field(default_factory=dict)
+    # The request's trace (W3C headers in, OpenTelemetry spans): None when there is nothing to trace.
+    trace: tracing.JobTrace | None = None
 
     @property
     def origin(self) -> events.Origin:
@@ -109,14 +113,19 @@ class Stages:
     def intake(self, job: Job, record: Record) -> Outcome | None:
         """Decode and validate; bad input ends here with a dead letter or an error result."""
         t0 = time.perf_counter()
+        job.trace = tracing.start_job(record.headers, topic=record.topic, partition=record.partition,
+                                      offset=record.offset)
         try:
             fields = self.codecs["TtsRequest"].decode(record.value)
+        except RegistryUnavailable:
+            raise  # says nothing about the record: the processor retries it, never dead-letters it
         except Exception as exc:  # DecodeError, or anything a hostile record makes the decoder raise
             reason = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
             return self.dead_letter(job, record, reason)
         request_id = job.request_id
         try:
             request_id = str(fields.get("request_id") or request_id)
+            tracing.annotate(job.trace, request_id=request_id)
             job.request = validate_request(fields)
             self.check_expiry(job.request)
             return None
@@ -135,6 +144,8 @@ class Stages:
         t0 = time.perf_counter()
         try:
             self.check_expiry(req)
+            if (why := unavailable(req.output_spec)) is not None:  # refused before it costs GPU time
+                raise TtsError(ErrorCode.UNSUPPORTED_FORMAT, why)
             job.voice = self.retrying(job, "download", lambda: self.resolve_voice(req))
             if req.emotion_reference is not None:
                 loc = parse_s3_uri(req.emotion_reference)
@@ -168,21 +179,23 @@ class Stages:
         return result
 
     def finish(self, job: Job, synth: Synthesized) -> Outcome | None:
-        """Encode the WAV and store it; the success result names where."""
+        """Render the audio as asked (rate, loudness, format), store it and its subtitles; the success
+        result names them, with every segment's timing in the stored audio."""
         req = job.request
         assert req is not None
         t0 = job.marks["finish_start"] = time.perf_counter()
         try:
-            if (why := unavailable(req.output_spec)) is not None:
-                raise TtsError(ErrorCode.UNSUPPORTED_FORMAT, why)
-            audio = render(synth.pcm, synth.sample_rate, req.output_spec)
+            # Resampling, loudness and encoding happen here, on the finish thread: never on the GPU's.
+            rendered = render_job(req, synth.pcm, synth.sample_rate, getattr(synth, "spans", ()))
+            audio = rendered.audio
             job.stage_seconds["encode"] = time.perf_counter() - t0
-            loc = req.output_location(self.s.s3.bucket)
-            if loc.bucket not in self.s.s3.allowed():
-                raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"output bucket '{loc.bucket}' is not allowed")
-            loc = content_addressed(loc, audio.sha256)
+            base = req.output_location(self.s.s3.bucket)
+            if base.bucket not in self.s.s3.allowed():
+                raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"output bucket '{base.bucket}' is not allowed")
+            loc = content_addressed(base, audio.sha256)
             t1 = time.perf_counter()
             self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256, audio.content_type))
+            stored = [self.store_subtitles(job, base, f) for f in rendered.subtitles]
             job.marks["uploaded"] = time.perf_counter()
             job.stage_seconds["upload"] = job.marks["uploaded"] - t1
             for stage in ("encode", "upload"):
@@ -196,9 +209,9 @@ class Stages:
                 req, job.origin, worker_id=self.worker_id, location=loc, audio=audio, segments=synth.segments,
                 processing_seconds=self.clock() - job.started, synthesis_seconds=synthesis,
                 model=self.engine.info, voice_sha256=job.voice.sha256 if job.voice else None,
-                attempts=job.attempts, engine_rate=synth.sample_rate,
+                attempts=job.attempts, engine_rate=synth.sample_rate, timing=rendered.timing, subtitles=stored,
             )
-            return self.result(req.request_id, record, "success")
+            return self.result(req.request_id, record, "success", trace=job.trace)
         except Abandoned:
             return None
         except Exception as exc:
@@ -207,9 +220,10 @@ class Stages:
     # ------------------------------------------------------------------ outcomes
 
     def result(self, request_id: str, record: dict[str, Any], status: Literal["success", "error"],
-               error_code: str = "") -> Outcome:
+               error_code: str = "", trace: tracing.JobTrace | None = None) -> Outcome:
         value = self.codecs["TtsResult"].encode(record)
-        return Outcome(self.s.kafka.result_topic, request_id.encode(), value, [], status, error_code)
+        return Outcome(self.s.kafka.result_topic, request_id.encode(), value, tracing.with_trace([], trace), status,
+                       error_code)
 
     def error(self, job: Job, exc: Exception, *, request_id: str | None = None, model: bool = False) -> Outcome:
         if not isinstance(exc, TtsError):
@@ -221,7 +235,7 @@ class Stages:
             processing_seconds=(self.clock() - job.started) if job.started else 0.0,
             model=self.engine.info if model else None, attempts=job.attempts,
         )
-        return self.result(rid, record, "error", exc.code.value)
+        return self.result(rid, record, "error", exc.code.value, trace=job.trace)
 
     def dead_letter(self, job: Job, record: Record, reason: str) -> Outcome:
         fields = events.dead_letter(job.origin, record.key, record.value, record.headers, "undecodable", reason,
@@ -233,6 +247,7 @@ class Stages:
             ("dlq.reason", b"undecodable"),
             ("dlq.error", reason.encode()[:1000]),
             ("dlq.worker", self.worker_id.encode()),
+            *tracing.with_trace([], job.trace),
         ]
         value = self.codecs["DeadLetter"].encode(fields)
         return Outcome(self.s.kafka.dlq_topic, record.key, value, headers, "dead_letter")
@@ -255,6 +270,12 @@ class Stages:
             preset = self.voices.resolve(req.voice)
             return self.references.fetch(preset.reference, check_bucket=False)
         return self.references.fetch(loc)
+
+    def store_subtitles(self, job: Job, base: S3Location, f: SubtitleFile) -> events.StoredFile:
+        sha256 = hashlib.sha256(f.data).hexdigest()
+        loc = subtitle_location(base, f.format, sha256)
+        self.retrying(job, "upload", lambda: self.upload(job, loc, f.data, sha256, f.content_type))
+        return events.StoredFile(f.format, loc, sha256, len(f.data))
 
     def upload(self, job: Job, loc: S3Location, data: bytes, sha256: str, content_type: str) -> None:
         if job.state == "dropped":
@@ -294,7 +315,8 @@ class Stages:
             value = self.codecs["TtsProgress"].encode(
                 events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed))
             try:
-                self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode())
+                self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode(),
+                                             headers=tracing.with_trace([], job.trace))
                 self.events_producer.poll(0)
             except BufferError:
                 log.warning("progress event dropped: local queue full")
