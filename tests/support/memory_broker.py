@@ -109,6 +109,9 @@ class MemorySession:
         self.seek_failures = 0
         self.crashed = False
         self.closed = False
+        self.opened: dict[TP, int] | None = None  # offsets sent by begin() in the open transaction
+        self.begins = 0
+        self.aborted_open = 0
         self.txn_id: str | None = None  # sessions with the same id fence each other, newest wins
         self._rr = itertools.count()
 
@@ -196,8 +199,26 @@ class MemorySession:
             self.positions[tp] = self.broker.committed.get(tp, 0)
         return failed
 
+    def begin(self, offsets: dict[TP, int]) -> None:
+        self._alive()
+        for tp in offsets:
+            if self.broker.owner.get(tp) is not self:
+                self.opened = None
+                raise TransactionAborted(f"fenced: {tp} is not held by this member")
+        self.opened = {**(self.opened or {}), **offsets}
+        self.begins += 1
+
+    def abort_open(self) -> None:
+        self._alive()
+        if self.opened is not None:
+            self.opened = None
+            self.aborted_open += 1
+
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         self._alive()
+        if self.opened is not None and any(offsets.get(tp, -1) < off for tp, off in self.opened.items()):
+            self.abort_open()
+        self.opened = None
         if self.txn_id is not None and self.broker.producers.get(self.txn_id) is not self:
             raise FatalKafkaError("fenced: a newer session holds this transactional id")
         if self.faults:
