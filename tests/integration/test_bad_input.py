@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -415,3 +416,31 @@ def test_defect7_documented_bounds_and_timestamps(run: Run) -> None:
     for name in ("deadline-long-max", "created-year-9999"):
         kind, rec, _ = run.outcome(name)
         assert kind == "error:invalid_request", (name, rec)
+
+
+def test_defect1_a_result_its_topic_refuses_is_replaced_for_that_request_alone(stack: Any, tmp_path: Path) -> None:
+    """A result topic that takes less than the worker's results (its max.message.bytes below
+    KAFKA_MAX_MESSAGE_BYTES): the broker refuses one outcome inside the transaction. That request alone
+    gets a small outcome_too_large error result; the others commit; nothing loops."""
+    prefix = f"refuse-{uuid.uuid4().hex[:8]}"
+    topics = Topics(*(f"{prefix}.{n}" for n in ("requests", "results", "progress", "health", "dlq")))
+    stack.create_topics({topics.requests: 1, topics.progress: 1, topics.health: 1, topics.dlq: 1})
+    stack.create_topics({topics.results: 1}, config={"max.message.bytes": "1400"})
+    stack.create_bucket(prefix)
+    stack.s3_client().put_object(Bucket=prefix, Key="refs/voice.wav", Body=voice_clip())
+    worker = WorkerProcess(worker_env(stack, topics, prefix, f"{prefix}-group", tmp_path), tmp_path / "w.log").start()
+    try:
+        worker.wait_ready()
+        voice = f"s3://{prefix}/refs/voice.wav"
+        records = [request("big", voice, workflow_id="w" * 256, stage_name="s" * 256, emotion_text="x" * 1000),
+                   request("small", voice, text="")]
+        produce_raw(stack.kafka_bootstrap, topics.requests,
+                    [RawRecord(CODEC.encode(r), r["request_id"].encode()) for r in records])
+        outcomes = collect(stack.kafka_bootstrap, topics, 2, timeout=60)
+        kinds = {r["request_id"]: k for got in outcomes.values() for k, r, _ in got}
+        assert kinds == {"big": "error:outcome_too_large", "small": "error:invalid_request"}, worker.logs()[-2000:]
+        assert sum(len(v) for v in outcomes.values()) == 2
+        assert worker.alive and worker.http("/livez")[0] == 200
+        assert worker.logs().count("refused by the broker") == 1
+    finally:
+        worker.kill()
