@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -274,7 +275,7 @@ def run(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         worker.terminate()
         try:
             worker.wait(30)
-        except Exception:
+        except subprocess.TimeoutExpired:
             worker.kill()
 
 
