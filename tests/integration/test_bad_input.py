@@ -366,7 +366,7 @@ def test_nothing_is_written_outside_the_output_and_claim_check_prefixes(run: Run
 # ---------------------------------------------------------------- issue 11's defects, by name
 
 
-def test_defect1_outcomes_too_large_for_their_topic_do_not_jam_the_worker(run: Run) -> None:
+def test_issue11_defect1_outcomes_too_large_for_their_topic_do_not_jam_the_worker(run: Run) -> None:
     """A 600 KB id, a near-1 MB id, records 10x and just under the broker limit, a 600 KB key: each one
     outcome that fits (an error under a short stand-in id, or a claim-checked dead letter)."""
     s3 = run.stack.s3_client()
@@ -387,7 +387,7 @@ def test_defect1_outcomes_too_large_for_their_topic_do_not_jam_the_worker(run: R
         assert (whole["original_value"], whole["original_key"]) == (original.value, original.key)
 
 
-def test_defect2_header_names_that_are_not_utf8_do_not_crash_the_worker(run: Run) -> None:
+def test_issue11_defect2_header_names_that_are_not_utf8_do_not_crash_the_worker(run: Run) -> None:
     kind, rec, _ = run.outcome("non-utf8-header-name-garbage")
     assert kind == "dlq" and "header names are not valid UTF-8" in rec["error_message"]
     assert rec["original_value"] == b"garbage"
@@ -395,7 +395,7 @@ def test_defect2_header_names_that_are_not_utf8_do_not_crash_the_worker(run: Run
     assert run.worker.alive and "SystemError" not in run.worker.logs()
 
 
-def test_defect3_a_request_cannot_write_outside_the_output_prefixes_nor_spend_gpu_first(run: Run) -> None:
+def test_issue11_defect3_no_write_outside_the_output_prefixes_nor_gpu_spent_first(run: Run) -> None:
     preset = "voices/narrator/reference.wav"
     assert run.after[run.bucket][preset] == run.before[run.bucket][preset]
     for name in ("output-over-preset", "output-voices-root", "output-dead-letters", "output-elsewhere",
@@ -405,21 +405,21 @@ def test_defect3_a_request_cannot_write_outside_the_output_prefixes_nor_spend_gp
         assert rec["attempts"] == 1
 
 
-def test_defect5_keys_storage_rejects_fail_at_once_not_after_retries(run: Run) -> None:
+def test_issue11_defect5_keys_storage_rejects_fail_at_once_not_after_retries(run: Run) -> None:
     for name in ("traversal-dotdot", "traversal-double-slash", "key-with-nul"):
         kind, rec, when = run.outcome(name)
         assert kind == "error:invalid_request" and rec["attempts"] == 1, name
         assert when - run.produced_at < OUTCOME_BOUND_SECONDS
 
 
-def test_defect7_documented_bounds_and_timestamps(run: Run) -> None:
+def test_issue11_defect7_documented_bounds_and_timestamps(run: Run) -> None:
     assert run.outcome("vec-1.2-float32")[0] == "success"
     for name in ("deadline-long-max", "created-year-9999"):
         kind, rec, _ = run.outcome(name)
         assert kind == "error:invalid_request", (name, rec)
 
 
-def test_defect1_a_result_its_topic_refuses_is_replaced_for_that_request_alone(stack: Any, tmp_path: Path) -> None:
+def test_issue11_defect1_a_result_its_topic_refuses_is_replaced_for_it_alone(stack: Any, tmp_path: Path) -> None:
     """A result topic that takes less than the worker's results (its max.message.bytes below
     KAFKA_MAX_MESSAGE_BYTES): the broker refuses one outcome inside the transaction. That request alone
     gets a small outcome_too_large error result; the others commit; nothing loops."""
