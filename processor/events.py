@@ -91,9 +91,12 @@ def error_result(
     }
 
 
-def progress_event(request_id: str, segment: int, segments: int, worker_id: str, elapsed: float) -> dict[str, Any]:
+def progress_event(request_id: str, segment: int, segments: int, worker_id: str, elapsed: float, *,
+                   text: str | None = None, start_seconds: float | None = None,
+                   end_seconds: float | None = None) -> dict[str, Any]:
     return {"request_id": request_id, "segment": segment, "segments": segments, "worker_id": worker_id,
-            "elapsed_seconds": elapsed, "emitted_at": now()}
+            "elapsed_seconds": elapsed, "emitted_at": now(), "text": text, "start_seconds": start_seconds,
+            "end_seconds": end_seconds}
 
 
 def dead_letter(

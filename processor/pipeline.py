@@ -36,12 +36,23 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from processor import events, metrics
 from processor.audio import encode_wav
 from processor.config import Settings
-from processor.engine.base import Emotion, Engine, GenerationSettings, LocalAudio, SynthesisSpec, Synthesized
+from processor.engine.base import (
+    Emotion,
+    Engine,
+    GenerationSettings,
+    LocalAudio,
+    ProgressCallback,
+    Segment,
+    SynthesisSpec,
+    Synthesized,
+)
 from processor.errors import ErrorCode, TtsError
 from processor.references import ReferenceCache
 from processor.request import TtsRequest, validate_request
@@ -400,11 +411,13 @@ class Processor:
             interval_silence_ms=req.interval_silence_ms, generation=gen, seed=req.seed,
         )
 
-    def _progress_callback(self, job: Job, t0: float) -> Callable[[int, int], None]:
+    def _progress_callback(self, job: Job, t0: float) -> ProgressCallback:
         req = job.request
         assert req is not None
+        rate = self.engine.info.sample_rate
 
-        def on_progress(segment: int, segments: int) -> None:
+        def on_progress(span: Segment, _chunk: npt.NDArray[np.int16]) -> None:
+            segment, segments = span.index, span.count
             elapsed = time.perf_counter() - t0
             if not self._current(job):
                 raise _Abandoned
@@ -412,7 +425,10 @@ class Processor:
                 raise TtsError(ErrorCode.TIMEOUT, f"synthesis exceeded {self.s.worker.job_timeout_seconds:.0f}s "
                                f"after segment {segment} of {segments}")
             value = self.codecs["TtsProgress"].encode(
-                events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed))
+                events.progress_event(
+                    req.request_id, segment, segments, self.worker_id, elapsed, text=span.text[:2000],
+                    start_seconds=span.start_sample / rate if rate else None,
+                    end_seconds=span.end_sample / rate if rate else None))
             try:
                 self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode())
                 self.events_producer.poll(0)
