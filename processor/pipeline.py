@@ -41,7 +41,7 @@ import numpy.typing as npt
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from processor import events, metrics
-from processor.audio import encode_wav
+from processor.audio import SegmentTiming, render, unavailable
 from processor.config import Settings
 from processor.engine.base import (
     Emotion,
@@ -56,7 +56,7 @@ from processor.engine.base import (
 from processor.errors import ErrorCode, TtsError
 from processor.references import ReferenceCache
 from processor.request import TtsRequest, validate_request
-from processor.storage import Storage
+from processor.storage import Storage, content_addressed
 from processor.voices import VoiceCatalog
 from processor.wire import Codec, DecodeError
 
@@ -343,13 +343,17 @@ class Processor:
             job.state = "finishing"
             t0 = job.marks["finish_start"] = time.perf_counter()
             try:
-                audio = encode_wav(synth.pcm, synth.sample_rate)
+                if (why := unavailable(req.output_spec)) is not None:
+                    raise TtsError(ErrorCode.UNSUPPORTED_FORMAT, why)
+                audio = render(synth.pcm, synth.sample_rate, req.output_spec)
                 job.stage_seconds["encode"] = time.perf_counter() - t0
                 loc = req.output_location(self.s.s3.bucket)
                 if loc.bucket not in self.s.s3.allowed():
                     raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"output bucket '{loc.bucket}' is not allowed")
+                loc = content_addressed(loc, audio.sha256)
                 t1 = time.perf_counter()
-                upload = partial(self._upload, job, loc.bucket, loc.key, audio.data, audio.sha256)
+                upload = partial(self._upload, job, loc.bucket, loc.key, audio.data, audio.sha256,
+                                 audio.content_type)
                 self._retrying(job, "upload", upload)
                 job.marks["uploaded"] = time.perf_counter()
                 job.stage_seconds["upload"] = job.marks["uploaded"] - t1
@@ -369,14 +373,14 @@ class Processor:
                 req, job.origin, worker_id=self.worker_id, location=loc, audio=audio, segments=synth.segments,
                 processing_seconds=self.clock() - job.started, synthesis_seconds=synthesis,
                 model=self.engine.info, voice_sha256=job.voice.sha256 if job.voice else None,
-                attempts=job.attempts,
+                attempts=job.attempts, engine_rate=synth.sample_rate,
             )
             self._complete(job, self._result_outcome(req.request_id, record, "success"))
 
-    def _upload(self, job: Job, bucket: str, key: str, data: bytes, sha256: str) -> None:
+    def _upload(self, job: Job, bucket: str, key: str, data: bytes, sha256: str, content_type: str) -> None:
         if not self._current(job):
             raise _Abandoned  # a revoked job must not overwrite what the new owner writes
-        self.storage.put(bucket, key, data, content_type="audio/wav",
+        self.storage.put(bucket, key, data, content_type=content_type,
                          metadata={"sha256": sha256, "worker-id": self.worker_id})
 
     def _resolve_voice(self, req: TtsRequest) -> LocalAudio:
@@ -424,11 +428,10 @@ class Processor:
             if elapsed > self.s.worker.job_timeout_seconds:
                 raise TtsError(ErrorCode.TIMEOUT, f"synthesis exceeded {self.s.worker.job_timeout_seconds:.0f}s "
                                f"after segment {segment} of {segments}")
+            timing = SegmentTiming(span.index, span.text[:2000], span.start_sample / rate, span.end_sample / rate) \
+                if rate else None
             value = self.codecs["TtsProgress"].encode(
-                events.progress_event(
-                    req.request_id, segment, segments, self.worker_id, elapsed, text=span.text[:2000],
-                    start_seconds=span.start_sample / rate if rate else None,
-                    end_seconds=span.end_sample / rate if rate else None))
+                events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed, timing))
             try:
                 self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode())
                 self.events_producer.poll(0)

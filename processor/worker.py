@@ -15,7 +15,8 @@ from types import FrameType
 
 from confluent_kafka import KafkaError
 
-from processor import logs
+from processor import logs, tracing
+from processor.audio import available_formats, encoder_problems
 from processor.config import EngineSettings, Settings
 from processor.engine.base import Engine
 from processor.health import HealthReporter, WorkerState, health_record, serve_http
@@ -54,6 +55,7 @@ def make_codecs(settings: Settings) -> dict[str, Codec]:
 def run_worker(settings: Settings) -> int:
     logs.configure(settings.log_level, settings.secrets())
     w = settings.worker
+    tracing.configure(settings.tracing.traces_exporter, service_name=settings.tracing.service_name, worker_id=w.id)
     state = WorkerState(w.liveness_stall_seconds, w.job_timeout_seconds)
     server = serve_http(state, settings.http.host, settings.http.port)
     codecs = make_codecs(settings)
@@ -93,6 +95,11 @@ def run_worker(settings: Settings) -> int:
         raise
     state.model = engine.info
     log.info("engine ready in %.1fs: %s", time.monotonic() - t0, engine.info)
+    # Try every encoder once now: a format this build cannot encode is refused from the start (its
+    # requests get unsupported_format) instead of failing after a GPU run.
+    for fmt, why in encoder_problems().items():
+        log.error("output %s refused: %s", fmt, why)
+    log.info("output formats: %s", ", ".join(available_formats()))
     if stop_early:
         announce("stopped")
         events_producer.flush(5)
@@ -131,5 +138,6 @@ def run_worker(settings: Settings) -> int:
     state.status = "stopped"
     reporter.publish("stopped")
     events_producer.flush(5)
+    tracing.shutdown()  # flushes spans still batched for export
     server.shutdown()
     return code

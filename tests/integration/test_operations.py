@@ -372,7 +372,7 @@ def test_submit_wait_prints_the_result_of_its_own_request(ops: Ops, served: Serv
         assert done.returncode == 0, done.stderr
         result = json.loads(done.stdout)
         assert result["request_id"] == rid and result["status"] == "success"
-        assert result["output_key"].endswith(f"{rid}.wav")
+        assert result["output_key"] == f"tts/{rid}/{result['sha256']}.wav"
 
 
 # ----------------------------------------------------------------------------------------- secrets

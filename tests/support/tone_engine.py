@@ -5,6 +5,9 @@ are reproducible and distinguishable per request. ``TONE_ENGINE_SECONDS`` makes 
 "GPU" for that long (sleeping between segments), to exercise long jobs, rebalances and shutdown.
 ``TONE_ENGINE_LOAD_SECONDS`` makes building the engine (the "model load") take that long, so the
 window where a worker is live but not ready can be observed.
+``TONE_ENGINE_VARY=1`` makes every call's output unique (per process and per call), like a GPU whose
+output is not bitwise reproducible: a redo then renders other bytes, so a stored WAV overwritten by
+another attempt shows as a sha256 mismatch.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class ToneEngine:
         if load_seconds:
             time.sleep(load_seconds)
         self.calls = 0
+        self.vary = os.environ.get("TONE_ENGINE_VARY", "") == "1"
         self._info = ModelInfo("ToneEngine", "test-1", "cpu", "fp32", {"pid": str(os.getpid())}, load_seconds,
                                sample_rate=SAMPLE_RATE)
 
@@ -64,6 +68,9 @@ class ToneEngine:
             if self.seconds:
                 time.sleep(self.seconds / len(segments))
             speech = self._render(seg + spec.voice.sha256, spec.seed, len(seg))
+            if self.vary and i == 1:  # an inaudible first-sample mark unique to this process and this call
+                mark = hashlib.sha256(f"{os.getpid()}:{time.time_ns()}:{self.calls}".encode()).digest()
+                speech[0] = int.from_bytes(mark[:2], "big") % 4096
             # Like the real engines: each chunk is the segment's speech plus the pause after it.
             chunk = np.concatenate((speech, gap)) if i < len(segments) else speech
             span = Segment(i, len(segments), seg, position, position + len(speech))
