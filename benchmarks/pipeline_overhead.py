@@ -175,8 +175,10 @@ def child_main(config_path: Path) -> int:
         transactional_producer_config,
     )
     from processor.pipeline import Job, Processor
+    from processor.session import KafkaSession
     from processor.storage import Storage
-    from processor.worker import load_engine, make_codecs
+    from processor.wire import make_codecs
+    from processor.worker import load_engine
 
     t = cfg["topics"]
     settings = Settings(
@@ -279,12 +281,10 @@ def child_main(config_path: Path) -> int:
 
     codecs = make_codecs(settings)
     events_producer = make_producer(plain_producer_config(settings.kafka, wid))
-    processor = Processor(
-        settings, engine, Storage(settings.s3),
-        make_consumer({**consumer_config(settings.kafka, wid), **cfg["consumer_extra"]}),
-        make_producer(transactional_producer_config(settings.kafka, wid)),
-        events_producer, codecs, on_commit=on_commit,
-    )
+    session = KafkaSession(make_consumer({**consumer_config(settings.kafka, wid), **cfg["consumer_extra"]}),
+                           make_producer(transactional_producer_config(settings.kafka, wid)))
+    processor = Processor(settings, engine, Storage(settings.s3), session, events_producer, codecs,
+                          on_commit=on_commit)
     processor_ref.append(processor)
     out["rss_before_run_kb"] = _status_kb("VmRSS")
     out["hwm_before_run_kb"] = _status_kb("VmHWM")

@@ -22,8 +22,7 @@ from processor.deadletter import FRAMING_BYTES
 from processor.errors import TtsError
 from processor.request import validate_request
 
-TOPIC_KINDS = {"results": "result_topic", "progress": "progress_topic", "health": "health_topic",
-               "dlq": "dlq_topic", "requests": "request_topic"}
+# `tts-processor tail <kind>`: the schema of each kind; its topic comes from wire.SCHEMA_TOPICS.
 CODEC_OF = {"results": "TtsResult", "progress": "TtsProgress", "health": "WorkerHealth", "dlq": "DeadLetter",
             "requests": "TtsRequest"}
 
@@ -104,7 +103,7 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
-    from processor.worker import make_codecs
+    from processor.wire import make_codecs
 
     record = build_request(args)
     try:
@@ -145,9 +144,9 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 def consume(settings: Settings, kind: str, *, from_beginning: bool, timeout: float | None,
             since: datetime | None = None) -> Iterator[dict[str, Any]]:
     """Yield decoded events (read_committed) until ``timeout`` seconds pass without one."""
-    from processor.worker import make_codecs
+    from processor.wire import make_codecs, topic_of
 
-    topic = getattr(settings.kafka, TOPIC_KINDS[kind])
+    topic = topic_of(CODEC_OF[kind], settings.kafka)
     codec = make_codecs(settings)[CODEC_OF[kind]]
     consumer = Consumer({
         **settings.kafka.librdkafka_common(), "group.id": f"tts-cli-{uuid.uuid4().hex[:8]}",
@@ -254,7 +253,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_submit)
 
     s = sub.add_parser("tail", help="print events as JSON lines (read_committed)")
-    s.add_argument("kind", nargs="?", default="results", choices=sorted(TOPIC_KINDS))
+    s.add_argument("kind", nargs="?", default="results", choices=sorted(CODEC_OF))
     s.add_argument("--from-beginning", action="store_true")
     s.add_argument("--count", type=int, default=0)
     s.add_argument("--timeout", type=float, default=None, help="stop after this many idle seconds")

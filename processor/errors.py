@@ -24,6 +24,8 @@ class ErrorCode(StrEnum):
     STORAGE_REJECTED = "storage_rejected"
     EXPIRED = "expired"
     TIMEOUT = "timeout"
+    # A failure nobody foresaw (a bug, a full disk): the request ends with it instead of the worker.
+    INTERNAL_ERROR = "internal_error"
     UNSUPPORTED_FORMAT = "unsupported_format"
 
 

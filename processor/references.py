@@ -125,8 +125,12 @@ class ReferenceCache:
         path = self.dir / f"{digest}{suffix}"
         if not path.exists():
             tmp = path.with_suffix(path.suffix + f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)  # atomic: a concurrent reader never sees a partial file
+            try:
+                tmp.write_bytes(data)
+                tmp.replace(path)  # atomic: a concurrent reader never sees a partial file
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # a full disk must not leave litter outside the byte budget
+                raise
             self._evict()
         return LocalAudio(path=path, sha256=digest)
 

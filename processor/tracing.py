@@ -190,6 +190,16 @@ def stage(job: JobTrace | None, name: str, **attributes: Any) -> Iterator[Span |
         yield span
 
 
+def outcome(span: Span | None, result: Any) -> None:
+    """Mark a stage span failed when the stage ended its job with an error or dead letter (stages turn
+    failures into outcomes instead of raising, so the span would not see an exception)."""
+    status = getattr(result, "status", None)
+    if span is not None and status is not None and status != "success":
+        code = getattr(result, "error_code", "") or status
+        span.set_attribute("tts.error_code", code)
+        span.set_status(Status(StatusCode.ERROR, code))
+
+
 def annotate(job: JobTrace | None, **attributes: Any) -> None:
     """Attributes on the job span (e.g. request_id once decoded, segment count)."""
     if job is not None and job.span.is_recording():

@@ -249,3 +249,36 @@ def read_raw(bootstrap: str, topic: str, timeout: float = 20) -> list[tuple[None
     finally:
         c.close()
     return out
+
+
+def test_console_backend_submits_and_follows_on_this_wire_format(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's backend with the worker's settings: it submits (with a new trace), reads the
+    progress and result back on this wire format, and shows the trace id the records carry."""
+    from processor.config import load_settings
+    from processor.console.backend import Backend
+
+    for k, v in env.worker.env.items():
+        monkeypatch.setenv(k, v)
+    if not env.registry_url:
+        monkeypatch.delenv("SCHEMA_REGISTRY_URL", raising=False)
+    backend = Backend(load_settings())
+    backend.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not all(t.ready.is_set() for t in backend.tailers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        req, _ = backend.submit({"text": "from the console. two segments here", "voice": env.voice,
+                                 "max_text_tokens_per_segment": 20})
+        view = backend.job_view(req.request_id)
+        assert view is not None and view["trace_id"]
+        sent_trace = view["trace_id"]
+        deadline = time.monotonic() + 60
+        while (view is None or view["state"] not in ("done", "error")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            view = backend.job_view(req.request_id)
+        assert view is not None and view["state"] == "done", view
+        assert view["result"]["trace_id"] == sent_trace  # read off the result record's traceparent
+        assert view["progress_events"] >= 1 and view["trace_id"] == sent_trace
+        assert all(t.undecodable == 0 for t in backend.tailers)
+    finally:
+        backend.stop()
