@@ -209,6 +209,14 @@ def child_main(config_path: Path) -> int:
     t0 = time.perf_counter()
     engine.warm_up()
     out["engine_warmup_seconds"] = time.perf_counter() - t0
+    # As the worker does at start-up (processor.worker): try every output encoder once, so the first
+    # request does not pay for importing them (seconds on this machine).
+    with contextlib.suppress(ImportError):
+        from processor.audio import encoder_problems
+
+        t0 = time.perf_counter()
+        encoder_problems()
+        out["encoders_seconds"] = time.perf_counter() - t0
     out["engine_info"] = asdict(engine.info)
     torch = sys.modules.get("torch")  # only if the engine loaded it: importing it here would cost RSS
     if torch is not None:

@@ -465,13 +465,11 @@ def check_schema_registry(settings: Settings, client: Any = None) -> list[Check]
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    from processor.wire import schema_json
+    from processor.wire import SCHEMA_TOPICS, schema_json, topic_of
 
     if client is None:
         client = SchemaRegistryClient.new_client({"url": url})
-    k = settings.kafka
-    subjects = {"TtsRequest": k.request_topic, "TtsResult": k.result_topic, "TtsProgress": k.progress_topic,
-                "WorkerHealth": k.health_topic, "DeadLetter": k.dlq_topic}
+    subjects = {name: topic_of(name, settings.kafka) for name in SCHEMA_TOPICS}
     out: list[Check] = []
     for name, topic in subjects.items():
         subject = f"{topic}-value"

@@ -22,12 +22,19 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from processor.config import KafkaSettings
-from processor.kafka_io import consumer_config, make_consumer, make_producer, transactional_producer_config
+from processor.headers import read_headers
+from processor.kafka_io import (
+    consumer_config,
+    make_consumer,
+    make_producer,
+    resume_fetching,
+    transactional_producer_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,21 @@ TP = tuple[str, int]
 
 class TransactionAborted(Exception):
     """The transaction was aborted: none of its records or offsets are visible; rewind and redo."""
+
+
+class OutcomeRefused(TransactionAborted):
+    """The broker (or the client) refused some outcomes for good (too large for the topic, invalid):
+    the transaction was aborted, and retrying the same records cannot succeed. ``refused`` maps each
+    refused record's index in the batch to why; the caller replaces those outcomes and commits again."""
+
+    def __init__(self, refused: dict[int, str]) -> None:
+        super().__init__(f"{len(refused)} outcome(s) refused: {'; '.join(sorted(set(refused.values())))}")
+        self.refused = refused
+
+
+# Produce errors that are a property of the record, not of the moment: retrying it cannot succeed.
+PERMANENT_PRODUCE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
+                                      KafkaError.INVALID_RECORD})
 
 
 class FatalKafkaError(RuntimeError):
@@ -52,6 +74,8 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    # Why ``headers`` is empty although the record had headers (processor.headers), or None.
+    headers_problem: str | None = None
 
     @property
     def tp(self) -> TP:
@@ -100,6 +124,15 @@ class Session(Protocol):
         """Move each partition back to its committed offset; returns those it could not (mid-rebalance,
         coordinator unavailable): the caller must take nothing from them until a later try succeeds."""
 
+    def begin(self, offsets: dict[TP, int]) -> None:
+        """Open the transaction now and send these offsets in it: the slow half of the checkpoint,
+        done while the job's upload still runs. Nothing is visible until ``commit``, which must then
+        cover these offsets (or later ones); otherwise it aborts this transaction first. Raises
+        TransactionAborted / FatalKafkaError like ``commit``."""
+
+    def abort_open(self) -> None:
+        """Roll back a transaction opened by ``begin`` (nothing of it was visible)."""
+
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         """Produce ``records`` and commit ``offsets`` atomically, or raise TransactionAborted /
         FatalKafkaError."""
@@ -138,6 +171,7 @@ class KafkaSession:
         self.clock = clock
         self._listener: Rebalance | None = None
         self._last_error: tuple[float, str] | None = None
+        self._open: dict[TP, int] | None = None  # the open transaction's offsets already sent (begin)
 
     @classmethod
     def connect(cls, k: KafkaSettings, worker_id: str, *, budget_seconds: float = 30.0,
@@ -180,22 +214,19 @@ class KafkaSession:
             return None
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
-        headers: list[tuple[str, bytes]] = []
-        for item in msg.headers() or []:
-            raw = item[1]
-            headers.append((str(item[0]), raw.encode() if isinstance(raw, str) else (raw or b"")))
+        headers, headers_problem = read_headers(msg)  # never msg.headers() directly: see processor.headers
         value = msg.value()
         key = msg.key()
         return Record(topic, partition, offset, key if isinstance(key, bytes | None) else key.encode(),
-                      value if isinstance(value, bytes | None) else value.encode(), headers)
+                      value if isinstance(value, bytes | None) else value.encode(), headers, headers_problem)
 
     def pause(self, tps: list[TP]) -> None:
         if tps:
             self._quietly("pause", self.consumer.pause, tps)
 
     def resume(self, tps: list[TP]) -> None:
-        if tps:
-            self._quietly("resume", self.consumer.resume, tps)
+        if tps:  # resume_fetching: fetched at once, not at librdkafka's next idle tick (up to 1 s later)
+            self._quietly("resume", lambda parts: resume_fetching(self.consumer, parts), tps)
 
     def _quietly(self, what: str, call: Callable[[list[TopicPartition]], None], tps: list[TP]) -> bool:
         # Mid-rebalance a partition can be on its way out: librdkafka says _STATE or
@@ -273,33 +304,80 @@ class KafkaSession:
 
     # ------------------------------------------------------------------ the checkpoint
 
-    def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
-        """THE checkpoint: produce the outcomes and send the offsets in one transaction."""
-        deadline = self.clock() + self.budget + self.park_in_txn_seconds
+    def begin(self, offsets: dict[TP, int]) -> None:
+        deadline = self.clock() + self.budget
         try:
-            self.producer.begin_transaction()
-            for r in records:
-                self.producer.produce(r.topic, r.value, r.key, headers=list(r.headers))
+            if self._open is None:
+                self.producer.begin_transaction()
+                self._open = {}
             self.producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, off) for (t, p), off in offsets.items()],
                 self.consumer.consumer_group_metadata(), self._left(deadline),
             )
+            self._open.update(offsets)
+        except KafkaException as exc:
+            self._failed(exc, deadline)
+
+    def abort_open(self) -> None:
+        if self._open is not None:
+            self._abort(self.clock() + self.budget)
+
+    def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
+        """THE checkpoint: produce the outcomes and send the offsets in one transaction."""
+        if self._open is not None and any(offsets.get(tp, -1) < off for tp, off in self._open.items()):
+            self.abort_open()  # what begin() sent is not covered here: it must not commit
+        deadline = self.clock() + self.budget + self.park_in_txn_seconds
+        refused: dict[int, str] = {}
+
+        def on_delivery(index: int) -> Callable[[KafkaError | None, Message], None]:
+            def delivered(err: KafkaError | None, msg: Message) -> None:
+                if err is not None and err.code() in PERMANENT_PRODUCE_ERRORS:
+                    refused[index] = err.str()
+            return delivered
+
+        try:
+            if self._open is None:
+                self.producer.begin_transaction()
+                self._open = {}
+            for i, r in enumerate(records):
+                try:
+                    self.producer.produce(r.topic, r.value, r.key, headers=list(r.headers),
+                                          on_delivery=on_delivery(i))
+                except KafkaException as exc:  # refused locally, e.g. larger than message.max.bytes
+                    if exc.args[0].code() in PERMANENT_PRODUCE_ERRORS:
+                        refused[i] = exc.args[0].str()
+                    raise
+            rest = {tp: off for tp, off in offsets.items() if self._open.get(tp) != off}
+            if rest:
+                self.producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, off) for (t, p), off in rest.items()],
+                    self.consumer.consumer_group_metadata(), self._left(deadline),
+                )
             if self.park_in_txn_seconds > 0:
                 # Test-only (TTS_TEST_PARK_IN_TXN_SECONDS): hold the transaction open so a chaos test
                 # can kill the worker between send_offsets_to_transaction and commit_transaction.
                 log.warning("test hook: parked inside a transaction for %.1fs", self.park_in_txn_seconds)
                 time.sleep(self.park_in_txn_seconds)
             self._commit_transaction(deadline)
+            self._open = None
         except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if err.fatal():
-                raise FatalKafkaError(f"producer fenced or fatal: {err}") from exc
-            self._last_error = (self.clock(), str(err))
-            self._abort(deadline)
-            raise TransactionAborted(str(err)) from exc
+            self._failed(exc, deadline, refused, served=bool(records))
         except BufferError as exc:  # the local produce queue is full: nothing sent is committed
             self._abort(deadline)
             raise TransactionAborted(f"local produce queue full: {exc}") from exc
+
+    def _failed(self, exc: KafkaException, deadline: float, refused: dict[int, str] | None = None,
+                *, served: bool = False) -> NoReturn:
+        err: KafkaError = exc.args[0]
+        if err.fatal():
+            raise FatalKafkaError(f"producer fenced or fatal: {err}") from exc
+        self._last_error = (self.clock(), str(err))
+        self._abort(deadline)
+        if served:
+            self.producer.poll(0)  # serve delivery reports still queued: they say which record failed
+        if refused:
+            raise OutcomeRefused(refused) from exc
+        raise TransactionAborted(str(err)) from exc
 
     def _left(self, deadline: float) -> float:
         return max(0.1, deadline - self.clock())
@@ -320,6 +398,7 @@ class KafkaSession:
                 attempt += 1
 
     def _abort(self, deadline: float) -> None:
+        self._open = None
         attempt = 0
         # Aborting needs the broker too; give it a budget of its own so a commit that used up its
         # budget can still be rolled back.

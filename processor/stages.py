@@ -1,6 +1,6 @@
 """The per-request work, as plain steps that return an ``Outcome``:
 
-    intake (decode, validate, expiry) → prepare (voice, emotion clip) → synthesize → finish (WAV, upload)
+    intake (decode, validate, expiry) → prepare (voice, emotion clip) → synthesize → finish (render, upload)
 
 Each step catches everything that can go wrong with ONE request and turns it into an error outcome
 with a stable code (``internal_error`` for what nobody foresaw), so a bad request can never take a
@@ -13,6 +13,7 @@ The steps know nothing about threads, queues or Kafka; ``processor.pipeline.Proc
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -24,8 +25,8 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from processor import events, metrics, tracing
-from processor.audio import SegmentTiming, render, unavailable
+from processor import deadletter, events, metrics, tracing
+from processor.audio import SegmentTiming, unavailable
 from processor.config import Settings
 from processor.engine.base import (
     Emotion,
@@ -39,8 +40,9 @@ from processor.engine.base import (
 )
 from processor.errors import ErrorCode, TtsError
 from processor.ledger import Entry
+from processor.output import SubtitleFile, render_job, subtitle_location
 from processor.references import ReferenceCache
-from processor.request import S3Location, TtsRequest, parse_s3_uri, validate_request
+from processor.request import OutputPolicy, S3Location, TtsRequest, outcome_id, parse_s3_uri, validate_request
 from processor.session import Record
 from processor.storage import Storage, content_addressed
 from processor.voices import VoiceCatalog
@@ -78,6 +80,12 @@ class Job(Entry):
     key: bytes | None = None
     received: float = 0.0
     request: TtsRequest | None = None
+    # Where the request may write, decided at intake (before any download or GPU time).
+    output: S3Location | None = None
+    # A dead letter whose original needs a claim check: built by ``prepare``, off the poll thread.
+    pending_dead_letter: tuple[deadletter.Original, str] | None = None
+    dead_letter_original: deadletter.Original | None = None
+    fallback_used: bool = False  # its outcome was refused once and replaced by a stand-in
     attempts: int = 1
     voice: LocalAudio | None = None
     emotion_audio: LocalAudio | None = None
@@ -94,7 +102,7 @@ class Job(Entry):
 
     @property
     def request_id(self) -> str:
-        return self.request.request_id if self.request else f"unidentified-{self.tp[0]}-{self.tp[1]}-{self.offset}"
+        return outcome_id(self.request.request_id if self.request else None, f"{self.tp[0]}-{self.tp[1]}-{self.offset}")
 
 
 class Abandoned(Exception):
@@ -117,6 +125,8 @@ class Stages:
         self.events_producer = events_producer
         self.clock = clock
         self.storage_error: tuple[float, str] | None = None  # the last transient storage failure, for health
+        s3 = settings.s3
+        self.output_policy = OutputPolicy.of(s3.bucket, s3.writable(), s3.output_prefix_list(), s3.reserved_prefixes())
 
     # ------------------------------------------------------------------ the steps
 
@@ -126,7 +136,8 @@ class Stages:
         job.trace = tracing.start_job(record.headers, topic=record.topic, partition=record.partition,
                                       offset=record.offset)
         try:
-            fields = self.codecs["TtsRequest"].decode(record.value)
+            # Timestamps as millis: one no datetime can hold is then invalid_request, not undecodable.
+            fields = self.codecs["TtsRequest"].decode(record.value, raw_timestamps=True)
         except RegistryUnavailable:
             raise  # says nothing about the record: the processor retries it, never dead-letters it
         except Exception as exc:  # DecodeError, or anything a hostile record makes the decoder raise
@@ -134,9 +145,11 @@ class Stages:
             return self.dead_letter(job, record, reason)
         request_id = job.request_id
         try:
-            request_id = str(fields.get("request_id") or request_id)
+            # The id an outcome carries: the request's own when valid, else a short stand-in.
+            request_id = outcome_id(fields.get("request_id"), f"{job.tp[0]}-{job.tp[1]}-{job.offset}")
             tracing.annotate(job.trace, request_id=request_id)
             job.request = validate_request(fields)
+            job.output = self.output_policy.location(job.request)
             self.check_expiry(job.request)
             return None
         except Exception as exc:
@@ -148,12 +161,16 @@ class Stages:
 
     def prepare(self, job: Job) -> Outcome | None:
         """Fetch the voice (and emotion) reference clips to local disk."""
+        if job.pending_dead_letter is not None:
+            return self.claim_checked_dead_letter(job)
         req = job.request
         assert req is not None
         job.started = self.clock()
         t0 = time.perf_counter()
         try:
             self.check_expiry(req)
+            if (why := unavailable(req.output_spec)) is not None:  # refused before it costs GPU time
+                raise TtsError(ErrorCode.UNSUPPORTED_FORMAT, why)
             job.voice = self.retrying(job, "download", lambda: self.resolve_voice(req))
             if req.emotion_reference is not None:
                 loc = parse_s3_uri(req.emotion_reference)
@@ -187,21 +204,22 @@ class Stages:
         return result
 
     def finish(self, job: Job, synth: Synthesized) -> Outcome | None:
-        """Encode the WAV and store it; the success result names where."""
+        """Render the audio as asked (rate, loudness, format), store it and its subtitles; the success
+        result names them, with every segment's timing in the stored audio."""
         req = job.request
         assert req is not None
         t0 = job.marks["finish_start"] = time.perf_counter()
         try:
-            if (why := unavailable(req.output_spec)) is not None:
-                raise TtsError(ErrorCode.UNSUPPORTED_FORMAT, why)
-            audio = render(synth.pcm, synth.sample_rate, req.output_spec)
+            # Resampling, loudness and encoding happen here, on the finish thread: never on the GPU's.
+            rendered = render_job(req, synth.pcm, synth.sample_rate, getattr(synth, "spans", ()))
+            audio = rendered.audio
             job.stage_seconds["encode"] = time.perf_counter() - t0
-            loc = req.output_location(self.s.s3.bucket)
-            if loc.bucket not in self.s.s3.allowed():
-                raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"output bucket '{loc.bucket}' is not allowed")
-            loc = content_addressed(loc, audio.sha256)
+            # Where it may go was decided at intake (OutputPolicy), before any download or GPU time.
+            base = job.output or self.output_policy.location(req)
+            loc = content_addressed(base, audio.sha256)
             t1 = time.perf_counter()
             self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256, audio.content_type))
+            stored = [self.store_subtitles(job, base, f) for f in rendered.subtitles]
             job.marks["uploaded"] = time.perf_counter()
             job.stage_seconds["upload"] = job.marks["uploaded"] - t1
             for stage in ("encode", "upload"):
@@ -215,7 +233,7 @@ class Stages:
                 req, job.origin, worker_id=self.worker_id, location=loc, audio=audio, segments=synth.segments,
                 processing_seconds=self.clock() - job.started, synthesis_seconds=synthesis,
                 model=self.engine.info, voice_sha256=job.voice.sha256 if job.voice else None,
-                attempts=job.attempts, engine_rate=synth.sample_rate,
+                attempts=job.attempts, engine_rate=synth.sample_rate, timing=rendered.timing, subtitles=stored,
             )
             return self.result(req.request_id, record, "success", trace=job.trace)
         except Abandoned:
@@ -243,20 +261,65 @@ class Stages:
         )
         return self.result(rid, record, "error", exc.code.value, trace=job.trace)
 
-    def dead_letter(self, job: Job, record: Record, reason: str) -> Outcome:
-        fields = events.dead_letter(job.origin, record.key, record.value, record.headers, "undecodable", reason,
-                                    self.worker_id)
-        headers = [
-            ("dlq.source.topic", job.tp[0].encode()),
-            ("dlq.source.partition", str(job.tp[1]).encode()),
-            ("dlq.source.offset", str(job.offset).encode()),
-            ("dlq.reason", b"undecodable"),
-            ("dlq.error", reason.encode()[:1000]),
-            ("dlq.worker", self.worker_id.encode()),
-            *tracing.with_trace([], job.trace),
-        ]
-        value = self.codecs["DeadLetter"].encode(fields)
-        return Outcome(self.s.kafka.dlq_topic, record.key, value, headers, "dead_letter")
+    def dead_letter(self, job: Job, record: Record, reason: str) -> Outcome | None:
+        """The dead letter of an undecodable record; None when its original needs a claim check first
+        (then ``prepare`` builds it, so that the upload never holds the poll thread)."""
+        original = deadletter.Original(job.origin, record.key, record.value, record.headers, record.headers_problem)
+        if original.size + deadletter.FRAMING_BYTES > self.s.kafka.max_message_bytes:
+            job.pending_dead_letter = (original, reason)
+            return None
+        return self._dead_letter(job, original, reason, max_bytes=self.s.kafka.max_message_bytes)
+
+    def claim_checked_dead_letter(self, job: Job) -> Outcome | None:
+        assert job.pending_dead_letter is not None
+        original, reason = job.pending_dead_letter
+        try:
+            return self._dead_letter(job, original, reason, max_bytes=self.s.kafka.max_message_bytes)
+        except Abandoned:
+            return None
+        except TtsError as exc:
+            # The original cannot be stored: it is lost, but its place in the stream is kept and the
+            # dead letter says why (an error result cannot stand in: the record is not a request).
+            log.error("claim check for %s failed: %s", job.origin, exc)
+            return self._dead_letter(job, deadletter.Original(job.origin, None, None, []),
+                                     f"{reason}; its original ({original.size} bytes) could not be stored: {exc}",
+                                     max_bytes=self.s.kafka.max_message_bytes)
+
+    def _dead_letter(self, job: Job, original: deadletter.Original, reason: str, *, max_bytes: int) -> Outcome:
+        s3 = self.s.s3
+
+        def put(loc: S3Location, data: bytes) -> None:
+            self.retrying(job, "claim_check", lambda: self.storage.put(
+                loc.bucket, loc.key, data, content_type="application/vnd.apache.avro+binary",
+                metadata={"sha256": hashlib.sha256(data).hexdigest(), "worker-id": self.worker_id}))
+
+        dl = deadletter.build(original, "undecodable", reason, worker_id=self.worker_id,
+                              codec=self.codecs["DeadLetter"], max_bytes=max_bytes, bucket=s3.bucket,
+                              prefix=s3.dead_letter_prefix, put=put)
+        job.dead_letter_original = original
+        return Outcome(self.s.kafka.dlq_topic, dl.key, dl.value, tracing.with_trace(dl.headers, job.trace),
+                       "dead_letter")
+
+    def fallback(self, job: Job, refused: Outcome, why: str) -> Outcome:
+        """What stands in for an outcome the broker refused for good (too large for its topic): a small
+        error result, or a dead letter whose original goes by claim check. Runs on the poll thread; the
+        claim check there is bounded by the storage call budget, and it is only needed when the DLQ
+        topic takes less than KAFKA_MAX_MESSAGE_BYTES."""
+        log.error("outcome for %s refused by the broker (%s); replacing it", job.origin, why)
+        if refused.status == "dead_letter" and job.dead_letter_original is not None:
+            try:
+                return self._dead_letter(job, job.dead_letter_original, f"original dead letter refused: {why}",
+                                         max_bytes=0)  # 0: always by claim check, the smallest form
+            except (TtsError, Abandoned) as exc:
+                log.error("claim check for %s failed: %s", job.origin, exc)
+                return self._dead_letter(job, deadletter.Original(job.origin, None, None, []),
+                                         f"dead letter refused ({why}) and its original could not be stored",
+                                         max_bytes=0)
+        rid = job.request_id
+        record = events.error_result(rid, job.origin, TtsError(
+            ErrorCode.OUTCOME_TOO_LARGE, f"the {refused.status} result ({len(refused.value)} bytes) was refused by "
+            f"the result topic: {why}"), worker_id=self.worker_id, attempts=job.attempts)
+        return self.result(rid, record, "error", ErrorCode.OUTCOME_TOO_LARGE.value, trace=job.trace)
 
     # ------------------------------------------------------------------ helpers
 
@@ -276,6 +339,12 @@ class Stages:
             preset = self.voices.resolve(req.voice)
             return self.references.fetch(preset.reference, check_bucket=False)
         return self.references.fetch(loc)
+
+    def store_subtitles(self, job: Job, base: S3Location, f: SubtitleFile) -> events.StoredFile:
+        sha256 = hashlib.sha256(f.data).hexdigest()
+        loc = subtitle_location(base, f.format, sha256)
+        self.retrying(job, "upload", lambda: self.upload(job, loc, f.data, sha256, f.content_type))
+        return events.StoredFile(f.format, loc, sha256, len(f.data))
 
     def upload(self, job: Job, loc: S3Location, data: bytes, sha256: str, content_type: str) -> None:
         if job.state == "dropped":
