@@ -154,6 +154,7 @@ class Processor:
         self._halt = threading.Event()  # stage threads: exit now
         self._threads: list[threading.Thread] = []
         self.thread_failure: str | None = None
+        self._fatal = False
         self.current: Job | None = None  # the job on the GPU, for health
         self.gpu_started = 0.0  # when ``current`` went on the GPU (self.clock)
         self.job_length = pacing.JobLength()  # written by the GPU thread, read by the poll thread
@@ -213,10 +214,12 @@ class Processor:
 
     def stop(self) -> None:
         """Commit what is finished, abandon the rest, stop and join the threads, leave the group."""
+        # After a fatal error the producer is fenced or broken: nothing more is committed.
         with contextlib.suppress(FatalKafkaError, TransactionAborted):
-            self._collect_done()
-            self._commit_ready(force=True)
-            self._drop_early()
+            if not self._fatal:
+                self._collect_done()
+                self._commit_ready(force=True)
+                self._drop_early()
         self.ledger.revoke(list(self.ledger.epochs))  # anything still running is abandoned, never committed
         self._halt.set()
         deadline = time.monotonic() + 5
@@ -407,6 +410,7 @@ class Processor:
             return
         except FatalKafkaError:
             metrics.TRANSACTIONS.labels("fatal").inc()
+            self._fatal = True
             raise
         metrics.TRANSACTIONS.labels("committed").inc()
         self._progress_at = self.clock()

@@ -22,10 +22,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from processor import deadletter, events, metrics, tracing
-from processor.audio import unavailable
+from processor.audio import SegmentTiming, unavailable
 from processor.config import Settings
-from processor.engine.base import Emotion, Engine, GenerationSettings, LocalAudio, SynthesisSpec, Synthesized
+from processor.engine.base import (
+    Emotion,
+    Engine,
+    GenerationSettings,
+    LocalAudio,
+    ProgressCallback,
+    Segment,
+    SynthesisSpec,
+    Synthesized,
+)
 from processor.errors import ErrorCode, TtsError
 from processor.ledger import Entry
 from processor.output import SubtitleFile, render_job, subtitle_location
@@ -358,19 +370,23 @@ class Stages:
             interval_silence_ms=req.interval_silence_ms, generation=gen, seed=req.seed,
         )
 
-    def progress_callback(self, job: Job, t0: float) -> Callable[[int, int], None]:
+    def progress_callback(self, job: Job, t0: float) -> ProgressCallback:
         req = job.request
         assert req is not None
+        rate = self.engine.info.sample_rate
 
-        def on_progress(segment: int, segments: int) -> None:
+        def on_progress(span: Segment, _chunk: npt.NDArray[np.int16]) -> None:
+            segment, segments = span.index, span.count
             elapsed = time.perf_counter() - t0
             if job.state == "dropped":
                 raise Abandoned
             if elapsed > self.s.worker.job_timeout_seconds:
                 raise TtsError(ErrorCode.TIMEOUT, f"synthesis exceeded {self.s.worker.job_timeout_seconds:.0f}s "
                                f"after segment {segment} of {segments}")
+            timing = SegmentTiming(span.index, span.text[:2000], span.start_sample / rate, span.end_sample / rate) \
+                if rate else None
             value = self.codecs["TtsProgress"].encode(
-                events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed))
+                events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed, timing))
             try:
                 self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode(),
                                              headers=tracing.with_trace([], job.trace))
