@@ -44,7 +44,7 @@ from processor.config import Settings
 from processor.engine.base import Engine, Synthesized
 from processor.ledger import TP, Ledger
 from processor.references import ReferenceCache
-from processor.session import FatalKafkaError, Record, Session, TransactionAborted
+from processor.session import FatalKafkaError, OutcomeRefused, Record, Session, TransactionAborted
 from processor.stages import Job, Outcome, Stages
 from processor.storage import Storage
 from processor.voices import VoiceCatalog
@@ -85,6 +85,9 @@ class Snapshot:
     broker_error: tuple[float, str] | None
     thread_failure: str | None
     in_flight: int
+    # The last moment the worker was making progress: it committed, or it had nothing to do. A worker
+    # with work that commits nothing for long (an abort loop, a wedged stage) is not live.
+    progress_at: float | None = None
 
 
 class Processor:
@@ -128,6 +131,12 @@ class Processor:
         self.counters = Counters()
         self.joined = False
         self.last_tick = clock()
+        self._progress_at = clock()
+        # Set by an aborted transaction until the next commit (or assignment change): the ledger is
+        # empty right after a rewind, but that is not "nothing to do".
+        self._redoing = False
+        # Outcomes that stand in for ones the broker refused for good, by (partition, offset).
+        self._stand_ins: dict[tuple[TP, int], Outcome] = {}
         self.assignment_changed = threading.Event()
         self._last_delivery: dict[TP, float] = {}
         self._lags: dict[TP, int | None] = {}
@@ -145,6 +154,7 @@ class Processor:
         self._halt = threading.Event()  # stage threads: exit now
         self._threads: list[threading.Thread] = []
         self.thread_failure: str | None = None
+        self._fatal = False
         self.current: Job | None = None  # the job on the GPU, for health
         self.gpu_started = 0.0  # when ``current`` went on the GPU (self.clock)
         self.job_length = pacing.JobLength()  # written by the GPU thread, read by the poll thread
@@ -197,16 +207,20 @@ class Processor:
         self._retry_seeks()
         self._commit_ready(force=self._grace_deadline is not None)
         self._begin_early()
+        if not self.ledger.busy() and not self._redoing:
+            self._progress_at = self.last_tick
         self._flow_control()
         self._publish()
         return True
 
     def stop(self) -> None:
         """Commit what is finished, abandon the rest, stop and join the threads, leave the group."""
+        # After a fatal error the producer is fenced or broken: nothing more is committed.
         with contextlib.suppress(FatalKafkaError, TransactionAborted):
-            self._collect_done()
-            self._commit_ready(force=True)
-            self._drop_early()
+            if not self._fatal:
+                self._collect_done()
+                self._commit_ready(force=True)
+                self._drop_early()
         self.ledger.revoke(list(self.ledger.epochs))  # anything still running is abandoned, never committed
         self._halt.set()
         deadline = time.monotonic() + 5
@@ -229,6 +243,11 @@ class Processor:
             return  # not ours, draining, rewinding, or a re-delivery after pause/resume
         job.marks["polled"] = time.perf_counter()
         self._last_delivery[job.tp] = self.clock()
+        stand_in = self._stand_ins.get((job.tp, job.offset))
+        if stand_in is not None:  # its own outcome was refused for good before: not worth redoing
+            job.fallback_used = True
+            self.ledger.complete(job, stand_in)
+            return
         try:
             outcome = self.stages.intake(job, record)
         except RegistryUnavailable as exc:
@@ -387,6 +406,13 @@ class Processor:
                 for job in jobs:
                     emitting.enter_context(tracing.stage(job.trace, "emit", batch=len(jobs)))
                 self.session.commit([o for o in outcomes if isinstance(o, Outcome)], offsets)
+        except OutcomeRefused as exc:
+            metrics.TRANSACTIONS.labels("aborted").inc()
+            if self._replace_refused(jobs, exc.refused):
+                return  # the same jobs commit again with the stand-ins, nothing is redone
+            log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
+            self._rewind()
+            return
         except TransactionAborted as exc:
             metrics.TRANSACTIONS.labels("aborted").inc()
             log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
@@ -394,11 +420,16 @@ class Processor:
             return
         except FatalKafkaError:
             metrics.TRANSACTIONS.labels("fatal").inc()
+            self._fatal = True
             raise
         metrics.TRANSACTIONS.labels("committed").inc()
+        self._progress_at = self.clock()
+        self._redoing = False
         t1 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("commit").observe(t1 - t0)
         self.ledger.committed_ok(jobs)
+        for job in jobs:
+            self._stand_ins.pop((job.tp, job.offset), None)
         for job in jobs:
             o = job.outcome
             assert isinstance(o, Outcome)
@@ -416,8 +447,24 @@ class Processor:
         if self.on_commit is not None:
             self.on_commit(jobs)
 
+    def _replace_refused(self, jobs: list[Job], refused: dict[int, str]) -> bool:
+        """Put a small stand-in in place of each outcome the broker refused for good. False when a
+        stand-in itself was refused: then nothing smaller exists, and the batch is redone instead."""
+        for index, why in refused.items():
+            job = jobs[index]
+            if job.fallback_used:
+                return False
+            assert isinstance(job.outcome, Outcome)
+            job.outcome = self.stages.fallback(job, job.outcome, why)
+            job.fallback_used = True
+            # Kept until committed: after a refusal librdkafka may fail the next transaction too
+            # (OUT_OF_ORDER_SEQUENCE_NUMBER until its epoch bump), and the redo must not refuse again.
+            self._stand_ins[(job.tp, job.offset)] = job.outcome
+        return True
+
     def _rewind(self) -> None:
         """Everything taken since the last commit is redone from the committed position."""
+        self._redoing = True
         tps = self.ledger.rewind()
         # The ledger forgot its pauses with everything else: the consumer must not keep them (with
         # nothing in flight, nothing would ever resume those partitions).
@@ -482,6 +529,7 @@ class Processor:
     # never outlives the assignment it was made for, and the ledger's pause set starts empty.
     def on_assign(self, tps: list[TP]) -> None:
         metrics.REBALANCES.labels("assign").inc()
+        self._redoing = False
         self.session.resume(tps)
         self.ledger.assign(tps)
         for tp in tps:
@@ -493,6 +541,7 @@ class Processor:
 
     def on_revoke(self, tps: list[TP]) -> None:
         metrics.REBALANCES.labels("revoke").inc()
+        self._redoing = False
         # We still own these partitions inside the callback: commit what is finished, drop the rest.
         self._collect_done()
         self._commit_ready(force=True)
@@ -501,6 +550,7 @@ class Processor:
 
     def on_lost(self, tps: list[TP]) -> None:
         metrics.REBALANCES.labels("lost").inc()
+        self._redoing = False
         # Someone else may own them already: commit nothing.
         self._forget(tps)
         log.warning("lost %s", sorted(f"{t}[{p}]" for t, p in tps))
@@ -510,6 +560,7 @@ class Processor:
             self._drop_early()  # its partition is going: what begin() sent must never commit
         self.session.resume(tps)
         self.ledger.revoke(tps)
+        self._stand_ins = {k: v for k, v in self._stand_ins.items() if k[0] not in tps}
         for tp in tps:
             self._last_delivery.pop(tp, None)
             self._lags.pop(tp, None)
@@ -589,4 +640,5 @@ class Processor:
             current_started=current.started if current is not None else None,
             storage_error=self.stages.storage_error, broker_error=self.session.last_error(),
             thread_failure=getattr(self, "thread_failure", None), in_flight=in_flight,
+            progress_at=self._progress_at,
         )

@@ -27,6 +27,7 @@ from typing import NoReturn, Protocol
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from processor.config import KafkaSettings
+from processor.headers import read_headers
 from processor.kafka_io import (
     consumer_config,
     make_consumer,
@@ -44,6 +45,21 @@ class TransactionAborted(Exception):
     """The transaction was aborted: none of its records or offsets are visible; rewind and redo."""
 
 
+class OutcomeRefused(TransactionAborted):
+    """The broker (or the client) refused some outcomes for good (too large for the topic, invalid):
+    the transaction was aborted, and retrying the same records cannot succeed. ``refused`` maps each
+    refused record's index in the batch to why; the caller replaces those outcomes and commits again."""
+
+    def __init__(self, refused: dict[int, str]) -> None:
+        super().__init__(f"{len(refused)} outcome(s) refused: {'; '.join(sorted(set(refused.values())))}")
+        self.refused = refused
+
+
+# Produce errors that are a property of the record, not of the moment: retrying it cannot succeed.
+PERMANENT_PRODUCE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
+                                      KafkaError.INVALID_RECORD})
+
+
 class FatalKafkaError(RuntimeError):
     """The producer was fenced or hit a fatal error: exit so the orchestrator restarts us."""
 
@@ -58,6 +74,8 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    # Why ``headers`` is empty although the record had headers (processor.headers), or None.
+    headers_problem: str | None = None
 
     @property
     def tp(self) -> TP:
@@ -196,14 +214,11 @@ class KafkaSession:
             return None
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
-        headers: list[tuple[str, bytes]] = []
-        for item in msg.headers() or []:
-            raw = item[1]
-            headers.append((str(item[0]), raw.encode() if isinstance(raw, str) else (raw or b"")))
+        headers, headers_problem = read_headers(msg)  # never msg.headers() directly: see processor.headers
         value = msg.value()
         key = msg.key()
         return Record(topic, partition, offset, key if isinstance(key, bytes | None) else key.encode(),
-                      value if isinstance(value, bytes | None) else value.encode(), headers)
+                      value if isinstance(value, bytes | None) else value.encode(), headers, headers_problem)
 
     def pause(self, tps: list[TP]) -> None:
         if tps:
@@ -312,12 +327,26 @@ class KafkaSession:
         if self._open is not None and any(offsets.get(tp, -1) < off for tp, off in self._open.items()):
             self.abort_open()  # what begin() sent is not covered here: it must not commit
         deadline = self.clock() + self.budget + self.park_in_txn_seconds
+        refused: dict[int, str] = {}
+
+        def on_delivery(index: int) -> Callable[[KafkaError | None, Message], None]:
+            def delivered(err: KafkaError | None, msg: Message) -> None:
+                if err is not None and err.code() in PERMANENT_PRODUCE_ERRORS:
+                    refused[index] = err.str()
+            return delivered
+
         try:
             if self._open is None:
                 self.producer.begin_transaction()
                 self._open = {}
-            for r in records:
-                self.producer.produce(r.topic, r.value, r.key, headers=list(r.headers))
+            for i, r in enumerate(records):
+                try:
+                    self.producer.produce(r.topic, r.value, r.key, headers=list(r.headers),
+                                          on_delivery=on_delivery(i))
+                except KafkaException as exc:  # refused locally, e.g. larger than message.max.bytes
+                    if exc.args[0].code() in PERMANENT_PRODUCE_ERRORS:
+                        refused[i] = exc.args[0].str()
+                    raise
             rest = {tp: off for tp, off in offsets.items() if self._open.get(tp) != off}
             if rest:
                 self.producer.send_offsets_to_transaction(
@@ -332,17 +361,22 @@ class KafkaSession:
             self._commit_transaction(deadline)
             self._open = None
         except KafkaException as exc:
-            self._failed(exc, deadline)
+            self._failed(exc, deadline, refused, served=bool(records))
         except BufferError as exc:  # the local produce queue is full: nothing sent is committed
             self._abort(deadline)
             raise TransactionAborted(f"local produce queue full: {exc}") from exc
 
-    def _failed(self, exc: KafkaException, deadline: float) -> NoReturn:
+    def _failed(self, exc: KafkaException, deadline: float, refused: dict[int, str] | None = None,
+                *, served: bool = False) -> NoReturn:
         err: KafkaError = exc.args[0]
         if err.fatal():
             raise FatalKafkaError(f"producer fenced or fatal: {err}") from exc
         self._last_error = (self.clock(), str(err))
         self._abort(deadline)
+        if served:
+            self.producer.poll(0)  # serve delivery reports still queued: they say which record failed
+        if refused:
+            raise OutcomeRefused(refused) from exc
         raise TransactionAborted(str(err)) from exc
 
     def _left(self, deadline: float) -> float:

@@ -22,15 +22,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from processor import events, metrics, tracing
-from processor.audio import unavailable
+import numpy as np
+import numpy.typing as npt
+
+from processor import deadletter, events, metrics, tracing
+from processor.audio import SegmentTiming, unavailable
 from processor.config import Settings
-from processor.engine.base import Emotion, Engine, GenerationSettings, LocalAudio, SynthesisSpec, Synthesized
+from processor.engine.base import (
+    Emotion,
+    Engine,
+    GenerationSettings,
+    LocalAudio,
+    ProgressCallback,
+    Segment,
+    SynthesisSpec,
+    Synthesized,
+)
 from processor.errors import ErrorCode, TtsError
 from processor.ledger import Entry
 from processor.output import SubtitleFile, render_job, subtitle_location
 from processor.references import ReferenceCache
-from processor.request import S3Location, TtsRequest, parse_s3_uri, validate_request
+from processor.request import OutputPolicy, S3Location, TtsRequest, outcome_id, parse_s3_uri, validate_request
 from processor.session import Record
 from processor.storage import Storage, content_addressed
 from processor.voices import VoiceCatalog
@@ -68,6 +80,12 @@ class Job(Entry):
     key: bytes | None = None
     received: float = 0.0
     request: TtsRequest | None = None
+    # Where the request may write, decided at intake (before any download or GPU time).
+    output: S3Location | None = None
+    # A dead letter whose original needs a claim check: built by ``prepare``, off the poll thread.
+    pending_dead_letter: tuple[deadletter.Original, str] | None = None
+    dead_letter_original: deadletter.Original | None = None
+    fallback_used: bool = False  # its outcome was refused once and replaced by a stand-in
     attempts: int = 1
     voice: LocalAudio | None = None
     emotion_audio: LocalAudio | None = None
@@ -84,7 +102,7 @@ class Job(Entry):
 
     @property
     def request_id(self) -> str:
-        return self.request.request_id if self.request else f"unidentified-{self.tp[0]}-{self.tp[1]}-{self.offset}"
+        return outcome_id(self.request.request_id if self.request else None, f"{self.tp[0]}-{self.tp[1]}-{self.offset}")
 
 
 class Abandoned(Exception):
@@ -107,6 +125,8 @@ class Stages:
         self.events_producer = events_producer
         self.clock = clock
         self.storage_error: tuple[float, str] | None = None  # the last transient storage failure, for health
+        s3 = settings.s3
+        self.output_policy = OutputPolicy.of(s3.bucket, s3.writable(), s3.output_prefix_list(), s3.reserved_prefixes())
 
     # ------------------------------------------------------------------ the steps
 
@@ -116,20 +136,23 @@ class Stages:
         job.trace = tracing.start_job(record.headers, topic=record.topic, partition=record.partition,
                                       offset=record.offset)
         try:
-            fields = self.codecs["TtsRequest"].decode(record.value)
+            # Timestamps as millis: one no datetime can hold is then invalid_request, not undecodable.
+            fields = self.codecs["TtsRequest"].decode(record.value, raw_timestamps=True)
         except RegistryUnavailable:
             raise  # says nothing about the record: the processor retries it, never dead-letters it
-        except Exception as exc:  # DecodeError, or anything a hostile record makes the decoder raise
+        except Exception as exc:  # DecodeError, or anything a hostile record makes the decoder raise  # noqa: BLE001
             reason = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
             return self.dead_letter(job, record, reason)
         request_id = job.request_id
         try:
-            request_id = str(fields.get("request_id") or request_id)
+            # The id an outcome carries: the request's own when valid, else a short stand-in.
+            request_id = outcome_id(fields.get("request_id"), f"{job.tp[0]}-{job.tp[1]}-{job.offset}")
             tracing.annotate(job.trace, request_id=request_id)
             job.request = validate_request(fields)
+            job.output = self.output_policy.location(job.request)
             self.check_expiry(job.request)
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one request's failure, whatever it is, becomes its error outcome)
             return self.error(job, exc, request_id=request_id)
         finally:
             job.marks["decoded"] = time.perf_counter()
@@ -138,6 +161,8 @@ class Stages:
 
     def prepare(self, job: Job) -> Outcome | None:
         """Fetch the voice (and emotion) reference clips to local disk."""
+        if job.pending_dead_letter is not None:
+            return self.claim_checked_dead_letter(job)
         req = job.request
         assert req is not None
         job.started = self.clock()
@@ -152,7 +177,7 @@ class Stages:
                 job.emotion_audio = self.retrying(job, "download", lambda: self.references.fetch(loc))
         except Abandoned:
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one request's failure, whatever it is, becomes its error outcome)
             return self.error(job, exc)
         job.marks["prepared"] = time.perf_counter()
         job.stage_seconds["download"] = job.marks["prepared"] - t0
@@ -189,9 +214,8 @@ class Stages:
             rendered = render_job(req, synth.pcm, synth.sample_rate, getattr(synth, "spans", ()))
             audio = rendered.audio
             job.stage_seconds["encode"] = time.perf_counter() - t0
-            base = req.output_location(self.s.s3.bucket)
-            if base.bucket not in self.s.s3.allowed():
-                raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"output bucket '{base.bucket}' is not allowed")
+            # Where it may go was decided at intake (OutputPolicy), before any download or GPU time.
+            base = job.output or self.output_policy.location(req)
             loc = content_addressed(base, audio.sha256)
             t1 = time.perf_counter()
             self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256, audio.content_type))
@@ -214,7 +238,7 @@ class Stages:
             return self.result(req.request_id, record, "success", trace=job.trace)
         except Abandoned:
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one request's failure, whatever it is, becomes its error outcome)
             return self.error(job, exc, model=True)
 
     # ------------------------------------------------------------------ outcomes
@@ -237,20 +261,65 @@ class Stages:
         )
         return self.result(rid, record, "error", exc.code.value, trace=job.trace)
 
-    def dead_letter(self, job: Job, record: Record, reason: str) -> Outcome:
-        fields = events.dead_letter(job.origin, record.key, record.value, record.headers, "undecodable", reason,
-                                    self.worker_id)
-        headers = [
-            ("dlq.source.topic", job.tp[0].encode()),
-            ("dlq.source.partition", str(job.tp[1]).encode()),
-            ("dlq.source.offset", str(job.offset).encode()),
-            ("dlq.reason", b"undecodable"),
-            ("dlq.error", reason.encode()[:1000]),
-            ("dlq.worker", self.worker_id.encode()),
-            *tracing.with_trace([], job.trace),
-        ]
-        value = self.codecs["DeadLetter"].encode(fields)
-        return Outcome(self.s.kafka.dlq_topic, record.key, value, headers, "dead_letter")
+    def dead_letter(self, job: Job, record: Record, reason: str) -> Outcome | None:
+        """The dead letter of an undecodable record; None when its original needs a claim check first
+        (then ``prepare`` builds it, so that the upload never holds the poll thread)."""
+        original = deadletter.Original(job.origin, record.key, record.value, record.headers, record.headers_problem)
+        if original.size + deadletter.FRAMING_BYTES > self.s.kafka.max_message_bytes:
+            job.pending_dead_letter = (original, reason)
+            return None
+        return self._dead_letter(job, original, reason, max_bytes=self.s.kafka.max_message_bytes)
+
+    def claim_checked_dead_letter(self, job: Job) -> Outcome | None:
+        assert job.pending_dead_letter is not None
+        original, reason = job.pending_dead_letter
+        try:
+            return self._dead_letter(job, original, reason, max_bytes=self.s.kafka.max_message_bytes)
+        except Abandoned:
+            return None
+        except TtsError as exc:
+            # The original cannot be stored: it is lost, but its place in the stream is kept and the
+            # dead letter says why (an error result cannot stand in: the record is not a request).
+            log.error("claim check for %s failed: %s", job.origin, exc)
+            return self._dead_letter(job, deadletter.Original(job.origin, None, None, []),
+                                     f"{reason}; its original ({original.size} bytes) could not be stored: {exc}",
+                                     max_bytes=self.s.kafka.max_message_bytes)
+
+    def _dead_letter(self, job: Job, original: deadletter.Original, reason: str, *, max_bytes: int) -> Outcome:
+        s3 = self.s.s3
+
+        def put(loc: S3Location, data: bytes) -> None:
+            self.retrying(job, "claim_check", lambda: self.storage.put(
+                loc.bucket, loc.key, data, content_type="application/vnd.apache.avro+binary",
+                metadata={"sha256": hashlib.sha256(data).hexdigest(), "worker-id": self.worker_id}))
+
+        dl = deadletter.build(original, "undecodable", reason, worker_id=self.worker_id,
+                              codec=self.codecs["DeadLetter"], max_bytes=max_bytes, bucket=s3.bucket,
+                              prefix=s3.dead_letter_prefix, put=put)
+        job.dead_letter_original = original
+        return Outcome(self.s.kafka.dlq_topic, dl.key, dl.value, tracing.with_trace(dl.headers, job.trace),
+                       "dead_letter")
+
+    def fallback(self, job: Job, refused: Outcome, why: str) -> Outcome:
+        """What stands in for an outcome the broker refused for good (too large for its topic): a small
+        error result, or a dead letter whose original goes by claim check. Runs on the poll thread; the
+        claim check there is bounded by the storage call budget, and it is only needed when the DLQ
+        topic takes less than KAFKA_MAX_MESSAGE_BYTES."""
+        log.error("outcome for %s refused by the broker (%s); replacing it", job.origin, why)
+        if refused.status == "dead_letter" and job.dead_letter_original is not None:
+            try:
+                return self._dead_letter(job, job.dead_letter_original, f"original dead letter refused: {why}",
+                                         max_bytes=0)  # 0: always by claim check, the smallest form
+            except (TtsError, Abandoned) as exc:
+                log.error("claim check for %s failed: %s", job.origin, exc)
+                return self._dead_letter(job, deadletter.Original(job.origin, None, None, []),
+                                         f"dead letter refused ({why}) and its original could not be stored",
+                                         max_bytes=0)
+        rid = job.request_id
+        record = events.error_result(rid, job.origin, TtsError(
+            ErrorCode.OUTCOME_TOO_LARGE, f"the {refused.status} result ({len(refused.value)} bytes) was refused by "
+            f"the result topic: {why}"), worker_id=self.worker_id, attempts=job.attempts)
+        return self.result(rid, record, "error", ErrorCode.OUTCOME_TOO_LARGE.value, trace=job.trace)
 
     # ------------------------------------------------------------------ helpers
 
@@ -301,19 +370,23 @@ class Stages:
             interval_silence_ms=req.interval_silence_ms, generation=gen, seed=req.seed,
         )
 
-    def progress_callback(self, job: Job, t0: float) -> Callable[[int, int], None]:
+    def progress_callback(self, job: Job, t0: float) -> ProgressCallback:
         req = job.request
         assert req is not None
+        rate = self.engine.info.sample_rate
 
-        def on_progress(segment: int, segments: int) -> None:
+        def on_progress(span: Segment, _chunk: npt.NDArray[np.int16]) -> None:
+            segment, segments = span.index, span.count
             elapsed = time.perf_counter() - t0
             if job.state == "dropped":
                 raise Abandoned
             if elapsed > self.s.worker.job_timeout_seconds:
                 raise TtsError(ErrorCode.TIMEOUT, f"synthesis exceeded {self.s.worker.job_timeout_seconds:.0f}s "
                                f"after segment {segment} of {segments}")
+            timing = SegmentTiming(span.index, span.text[:2000], span.start_sample / rate, span.end_sample / rate) \
+                if rate else None
             value = self.codecs["TtsProgress"].encode(
-                events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed))
+                events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed, timing))
             try:
                 self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode(),
                                              headers=tracing.with_trace([], job.trace))
@@ -336,7 +409,7 @@ class Stages:
                     self.storage_error = (self.clock(), exc.message)
                 # "Equal jitter": spread retries out, but keep a floor so the total wait stays predictable.
                 cap = min(w.retry_max_seconds, w.retry_base_seconds * 2 ** (job.attempts - 1))
-                delay = cap / 2 + random.uniform(0, cap / 2)
+                delay = cap / 2 + random.uniform(0, cap / 2)  # noqa: S311 (retry jitter, not a secret)
                 job.attempts += 1
                 metrics.RETRIES.labels(stage).inc()
                 log.warning("%s of %s failed (%s); attempt %d in %.1fs", stage, job.request_id, exc,
