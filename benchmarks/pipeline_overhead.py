@@ -969,7 +969,7 @@ def main(argv: list[str] | None = None) -> int:
                                 importlib.import_module(module)
 
                             model = ensure_tiny_model(args.model_dir, logs_dir / "tiny_model.log")
-                        except Exception as exc:  # the column stays, marked unavailable, with the reason
+                        except Exception as exc:  # the column stays, marked unavailable, with the reason  # noqa: BLE001
                             this_round[name] = result["variants"][name] = {
                                 "label": variant.label, "available": False, "reason": f"{type(exc).__name__}: {exc}"}
                             log.warning("variant %s not run: %s", name, exc)

@@ -215,7 +215,7 @@ class WorkerSettings(BaseSettings):
 class HttpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HTTP_", extra="ignore")
 
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # noqa: S104 (probes and metrics must be reachable from the kubelet and Prometheus)
     port: int = Field(default=8080, ge=0, le=65535)
 
 

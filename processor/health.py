@@ -85,7 +85,7 @@ def gpu_record() -> dict[str, Any]:
             return {"available": True, "count": torch.cuda.device_count(),
                     "name": torch.cuda.get_device_name(0), "memory_used_bytes": used,
                     "memory_total_bytes": int(total)}
-    except Exception as exc:  # a lost GPU is reported, not raised
+    except Exception as exc:  # a lost GPU is reported, not raised  # noqa: BLE001
         log.warning("GPU query failed: %s", exc)
         return {"available": False, "count": 0, "name": f"error: {type(exc).__name__}",
                 "memory_used_bytes": None, "memory_total_bytes": None}
@@ -177,7 +177,7 @@ class HealthReporter:
             reasons.append("gpu: CUDA no longer available")
         try:
             self._voices = sorted(self.p.voices.list())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (health must report a failure, never die of it)
             reasons.append(f"voices: {type(exc).__name__}")
         if status is None:
             status = self.state.status

@@ -135,6 +135,8 @@ class Processor:
         # Set by an aborted transaction until the next commit (or assignment change): the ledger is
         # empty right after a rewind, but that is not "nothing to do".
         self._redoing = False
+        # Outcomes that stand in for ones the broker refused for good, by (partition, offset).
+        self._stand_ins: dict[tuple[TP, int], Outcome] = {}
         self.assignment_changed = threading.Event()
         self._last_delivery: dict[TP, float] = {}
         self._lags: dict[TP, int | None] = {}
@@ -152,6 +154,7 @@ class Processor:
         self._halt = threading.Event()  # stage threads: exit now
         self._threads: list[threading.Thread] = []
         self.thread_failure: str | None = None
+        self._fatal = False
         self.current: Job | None = None  # the job on the GPU, for health
         self.gpu_started = 0.0  # when ``current`` went on the GPU (self.clock)
         self.job_length = pacing.JobLength()  # written by the GPU thread, read by the poll thread
@@ -211,10 +214,12 @@ class Processor:
 
     def stop(self) -> None:
         """Commit what is finished, abandon the rest, stop and join the threads, leave the group."""
+        # After a fatal error the producer is fenced or broken: nothing more is committed.
         with contextlib.suppress(FatalKafkaError, TransactionAborted):
-            self._collect_done()
-            self._commit_ready(force=True)
-            self._drop_early()
+            if not self._fatal:
+                self._collect_done()
+                self._commit_ready(force=True)
+                self._drop_early()
         self.ledger.revoke(list(self.ledger.epochs))  # anything still running is abandoned, never committed
         self._halt.set()
         deadline = time.monotonic() + 5
@@ -237,6 +242,11 @@ class Processor:
             return  # not ours, draining, rewinding, or a re-delivery after pause/resume
         job.marks["polled"] = time.perf_counter()
         self._last_delivery[job.tp] = self.clock()
+        stand_in = self._stand_ins.get((job.tp, job.offset))
+        if stand_in is not None:  # its own outcome was refused for good before: not worth redoing
+            job.fallback_used = True
+            self.ledger.complete(job, stand_in)
+            return
         try:
             outcome = self.stages.intake(job, record)
         except RegistryUnavailable as exc:
@@ -400,6 +410,7 @@ class Processor:
             return
         except FatalKafkaError:
             metrics.TRANSACTIONS.labels("fatal").inc()
+            self._fatal = True
             raise
         metrics.TRANSACTIONS.labels("committed").inc()
         self._progress_at = self.clock()
@@ -407,6 +418,8 @@ class Processor:
         t1 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("commit").observe(t1 - t0)
         self.ledger.committed_ok(jobs)
+        for job in jobs:
+            self._stand_ins.pop((job.tp, job.offset), None)
         for job in jobs:
             o = job.outcome
             assert isinstance(o, Outcome)
@@ -434,6 +447,9 @@ class Processor:
             assert isinstance(job.outcome, Outcome)
             job.outcome = self.stages.fallback(job, job.outcome, why)
             job.fallback_used = True
+            # Kept until committed: after a refusal librdkafka may fail the next transaction too
+            # (OUT_OF_ORDER_SEQUENCE_NUMBER until its epoch bump), and the redo must not refuse again.
+            self._stand_ins[(job.tp, job.offset)] = job.outcome
         return True
 
     def _rewind(self) -> None:
@@ -524,6 +540,7 @@ class Processor:
             self._drop_early()  # its partition is going: what begin() sent must never commit
         self.session.resume(tps)
         self.ledger.revoke(tps)
+        self._stand_ins = {k: v for k, v in self._stand_ins.items() if k[0] not in tps}
         for tp in tps:
             self._last_delivery.pop(tp, None)
             self._lags.pop(tp, None)

@@ -143,7 +143,7 @@ class Stages:
             fields = self.codecs["TtsRequest"].decode(record.value, raw_timestamps=True)
         except RegistryUnavailable:
             raise  # says nothing about the record: the processor retries it, never dead-letters it
-        except Exception as exc:  # DecodeError, or anything a hostile record makes the decoder raise
+        except Exception as exc:  # DecodeError, or anything a hostile record makes the decoder raise  # noqa: BLE001
             reason = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
             return self.dead_letter(job, record, reason)
         request_id = job.request_id
@@ -155,7 +155,7 @@ class Stages:
             job.output = self.output_policy.location(job.request)
             self.check_expiry(job.request)
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one request's failure, whatever it is, becomes its error outcome)
             return self.error(job, exc, request_id=request_id)
         finally:
             job.marks["decoded"] = time.perf_counter()
@@ -180,7 +180,7 @@ class Stages:
                 job.emotion_audio = self.retrying(job, "download", lambda: self.references.fetch(loc))
         except Abandoned:
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one request's failure, whatever it is, becomes its error outcome)
             return self.error(job, exc)
         job.marks["prepared"] = time.perf_counter()
         job.stage_seconds["download"] = job.marks["prepared"] - t0
@@ -244,7 +244,7 @@ class Stages:
             return self.result(req.request_id, record, "success", trace=job.trace)
         except Abandoned:
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one request's failure, whatever it is, becomes its error outcome)
             return self.error(job, exc, model=True)
 
     # ------------------------------------------------------------------ outcomes
@@ -455,7 +455,7 @@ class Stages:
                     self.storage_error = (self.clock(), exc.message)
                 # "Equal jitter": spread retries out, but keep a floor so the total wait stays predictable.
                 cap = min(w.retry_max_seconds, w.retry_base_seconds * 2 ** (job.attempts - 1))
-                delay = cap / 2 + random.uniform(0, cap / 2)
+                delay = cap / 2 + random.uniform(0, cap / 2)  # noqa: S311 (retry jitter, not a secret)
                 job.attempts += 1
                 metrics.RETRIES.labels(stage).inc()
                 log.warning("%s of %s failed (%s); attempt %d in %.1fs", stage, job.request_id, exc,

@@ -156,7 +156,7 @@ class Tailer(threading.Thread):
                     "logger": _quiet,
                 })
                 self._loop(consumer)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (a tailer reports its failure in the UI and retries)
                 self.error = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("%s tailer: %s", self.kind, self.error)
                 self.stop_event.wait(2.0)

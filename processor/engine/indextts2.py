@@ -579,7 +579,7 @@ class IndexTTS2Engine:
                     break
                 except TtsError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 (kept and turned into a stable error code below)
                     failure = exc
                     break
                 # The stream interleaves segment audio with silence; the vocoder hook tells them apart.

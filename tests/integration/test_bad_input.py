@@ -15,11 +15,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -273,7 +275,7 @@ def run(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         worker.terminate()
         try:
             worker.wait(30)
-        except Exception:
+        except subprocess.TimeoutExpired:
             worker.kill()
 
 
@@ -364,7 +366,7 @@ def test_nothing_is_written_outside_the_output_and_claim_check_prefixes(run: Run
 # ---------------------------------------------------------------- issue 11's defects, by name
 
 
-def test_defect1_outcomes_too_large_for_their_topic_do_not_jam_the_worker(run: Run) -> None:
+def test_issue11_defect1_outcomes_too_large_for_their_topic_do_not_jam_the_worker(run: Run) -> None:
     """A 600 KB id, a near-1 MB id, records 10x and just under the broker limit, a 600 KB key: each one
     outcome that fits (an error under a short stand-in id, or a claim-checked dead letter)."""
     s3 = run.stack.s3_client()
@@ -385,7 +387,7 @@ def test_defect1_outcomes_too_large_for_their_topic_do_not_jam_the_worker(run: R
         assert (whole["original_value"], whole["original_key"]) == (original.value, original.key)
 
 
-def test_defect2_header_names_that_are_not_utf8_do_not_crash_the_worker(run: Run) -> None:
+def test_issue11_defect2_header_names_that_are_not_utf8_do_not_crash_the_worker(run: Run) -> None:
     kind, rec, _ = run.outcome("non-utf8-header-name-garbage")
     assert kind == "dlq" and "header names are not valid UTF-8" in rec["error_message"]
     assert rec["original_value"] == b"garbage"
@@ -393,7 +395,7 @@ def test_defect2_header_names_that_are_not_utf8_do_not_crash_the_worker(run: Run
     assert run.worker.alive and "SystemError" not in run.worker.logs()
 
 
-def test_defect3_a_request_cannot_write_outside_the_output_prefixes_nor_spend_gpu_first(run: Run) -> None:
+def test_issue11_defect3_no_write_outside_the_output_prefixes_nor_gpu_spent_first(run: Run) -> None:
     preset = "voices/narrator/reference.wav"
     assert run.after[run.bucket][preset] == run.before[run.bucket][preset]
     for name in ("output-over-preset", "output-voices-root", "output-dead-letters", "output-elsewhere",
@@ -403,15 +405,43 @@ def test_defect3_a_request_cannot_write_outside_the_output_prefixes_nor_spend_gp
         assert rec["attempts"] == 1
 
 
-def test_defect5_keys_storage_rejects_fail_at_once_not_after_retries(run: Run) -> None:
+def test_issue11_defect5_keys_storage_rejects_fail_at_once_not_after_retries(run: Run) -> None:
     for name in ("traversal-dotdot", "traversal-double-slash", "key-with-nul"):
         kind, rec, when = run.outcome(name)
         assert kind == "error:invalid_request" and rec["attempts"] == 1, name
         assert when - run.produced_at < OUTCOME_BOUND_SECONDS
 
 
-def test_defect7_documented_bounds_and_timestamps(run: Run) -> None:
+def test_issue11_defect7_documented_bounds_and_timestamps(run: Run) -> None:
     assert run.outcome("vec-1.2-float32")[0] == "success"
     for name in ("deadline-long-max", "created-year-9999"):
         kind, rec, _ = run.outcome(name)
         assert kind == "error:invalid_request", (name, rec)
+
+
+def test_issue11_defect1_a_result_its_topic_refuses_is_replaced_for_it_alone(stack: Any, tmp_path: Path) -> None:
+    """A result topic that takes less than the worker's results (its max.message.bytes below
+    KAFKA_MAX_MESSAGE_BYTES): the broker refuses one outcome inside the transaction. That request alone
+    gets a small outcome_too_large error result; the others commit; nothing loops."""
+    prefix = f"refuse-{uuid.uuid4().hex[:8]}"
+    topics = Topics(*(f"{prefix}.{n}" for n in ("requests", "results", "progress", "health", "dlq")))
+    stack.create_topics({topics.requests: 1, topics.progress: 1, topics.health: 1, topics.dlq: 1})
+    stack.create_topics({topics.results: 1}, config={"max.message.bytes": "1400"})
+    stack.create_bucket(prefix)
+    stack.s3_client().put_object(Bucket=prefix, Key="refs/voice.wav", Body=voice_clip())
+    worker = WorkerProcess(worker_env(stack, topics, prefix, f"{prefix}-group", tmp_path), tmp_path / "w.log").start()
+    try:
+        worker.wait_ready()
+        voice = f"s3://{prefix}/refs/voice.wav"
+        records = [request("big", voice, workflow_id="w" * 256, stage_name="s" * 256, emotion_text="x" * 1000),
+                   request("small", voice, text="")]
+        produce_raw(stack.kafka_bootstrap, topics.requests,
+                    [RawRecord(CODEC.encode(r), r["request_id"].encode()) for r in records])
+        outcomes = collect(stack.kafka_bootstrap, topics, 2, timeout=60)
+        kinds = {r["request_id"]: k for got in outcomes.values() for k, r, _ in got}
+        assert kinds == {"big": "error:outcome_too_large", "small": "error:invalid_request"}, worker.logs()[-2000:]
+        assert sum(len(v) for v in outcomes.values()) == 2
+        assert worker.alive and worker.http("/livez")[0] == 200
+        assert worker.logs().count("refused by the broker") == 1
+    finally:
+        worker.kill()

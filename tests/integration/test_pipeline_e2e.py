@@ -92,7 +92,7 @@ def env(request: pytest.FixtureRequest, stack: Any, tmp_path_factory: pytest.Tem
         worker.terminate()
         try:
             worker.wait(30)
-        except Exception:
+        except subprocess.TimeoutExpired:
             worker.kill()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -83,7 +84,7 @@ def traced(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tra
         worker.terminate()
         try:
             worker.wait(30)
-        except Exception:
+        except subprocess.TimeoutExpired:
             worker.kill()
 
 

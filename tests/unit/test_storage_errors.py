@@ -32,7 +32,8 @@ def storage(**settings: Any) -> tuple[Storage, Stubber]:
     (500, "InternalError", ErrorCode.STORAGE_ERROR),
     (503, "SlowDown", ErrorCode.STORAGE_ERROR),
 ])
-def test_client_errors_are_permanent_unless_s3_says_they_heal(status: int, code: str, expect: ErrorCode) -> None:
+def test_issue11_defect5_client_errors_are_permanent_unless_s3_says_they_heal(
+        status: int, code: str, expect: ErrorCode) -> None:
     st, stub = storage()
     stub.add_client_error("head_object", service_error_code=code, http_status_code=status)
     with stub, pytest.raises(TtsError) as info:
