@@ -402,8 +402,6 @@ class Stages:
         """One progress event: the finished segment, its text and timing, and its stored piece if any."""
         req = job.request
         assert req is not None
-        if timing is not None and len(timing.text) > 2000:
-            timing = SegmentTiming(timing.index, timing.text[:2000], timing.start_seconds, timing.end_seconds)
         value = self.codecs["TtsProgress"].encode(
             events.progress_event(req.request_id, span.index, span.count, self.worker_id, elapsed, timing, piece))
         try:
