@@ -180,7 +180,7 @@ class WorkerSettings(BaseSettings):
 
     id: str = Field(default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname())
     # Requests taken from Kafka but not yet on the GPU (their references are downloaded meanwhile).
-    prefetch: int = Field(default=2, ge=1, le=16)
+    prefetch: int = Field(default=1, ge=1, le=16)
     shutdown_grace_seconds: float = Field(default=60.0, ge=0)
     health_interval_seconds: float = Field(default=15.0, gt=0)
     max_request_age_seconds: float | None = Field(default=None, gt=0)
@@ -201,11 +201,21 @@ class WorkerSettings(BaseSettings):
     def commit_stall_seconds(self) -> float:
         return self.liveness_commit_seconds or 2 * self.job_timeout_seconds + 600
 
+    # TEST ONLY (chaos harness): hold every transaction open this long between
+    # send_offsets_to_transaction and commit_transaction, so a kill can land inside it. Never set in
+    # production: the poll loop stands still meanwhile.
+    test_park_in_txn_seconds: float = Field(default=0.0, ge=0, validation_alias="TTS_TEST_PARK_IN_TXN_SECONDS")
+
+    def kafka_call_budget(self) -> float:
+        """How long one blocking Kafka call sequence (a commit, an abort) may hold the poll thread:
+        well inside liveness, so a slow broker aborts a transaction rather than restarting the pod."""
+        return min(30.0, self.liveness_stall_seconds / 2)
+
 
 class HttpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HTTP_", extra="ignore")
 
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # noqa: S104 (probes and metrics must be reachable from the kubelet and Prometheus)
     port: int = Field(default=8080, ge=0, le=65535)
 
 

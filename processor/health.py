@@ -1,8 +1,11 @@
 """Health: WorkerHealth events on Kafka, and /livez, /readyz, /metrics on one HTTP port.
 
-Liveness means the poll loop is ticking (a stuck loop, or a GPU job stuck far past its time limit,
-fails it so Kubernetes restarts the pod). Readiness means the model is loaded and warm and the
-consumer has joined the group. Status is derived from real signals, never hard-coded.
+Liveness means the poll loop is ticking, every stage thread is alive and work gets committed (a
+stuck loop, a dead thread, a GPU job stuck far past its time limit, or work with no commit for
+WORKER_LIVENESS_COMMIT_SECONDS fails it so Kubernetes restarts the pod).
+Readiness means the model is loaded and warm and the consumer has joined the group. The probes and
+the events read the processor's published snapshot, never Kafka or S3 directly. Status is derived
+from real signals, never hard-coded.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processor import events, metrics
@@ -32,30 +34,38 @@ RECENT_ERROR_SECONDS = 60.0
 class WorkerState:
     """What the HTTP probes read; written by the worker as it starts, serves and stops."""
 
-    def __init__(self, stall_seconds: float, job_timeout_seconds: float) -> None:
+    def __init__(self, stall_seconds: float, job_timeout_seconds: float,
+                 commit_stall_seconds: float | None = None) -> None:
         self.status = "starting"
         self.model: ModelInfo | None = None
         self.processor: Processor | None = None
         self.stall_seconds = stall_seconds
         self.job_timeout_seconds = job_timeout_seconds
+        # Default as WORKER_LIVENESS_COMMIT_SECONDS's: the longest job, its retries and a commit.
+        self.commit_stall_seconds = commit_stall_seconds or 2 * job_timeout_seconds + 600
         self.started = time.monotonic()
 
     def live(self) -> tuple[bool, str]:
         p = self.processor
         if p is None:
             return True, "starting"
-        stalled = time.monotonic() - p.last_tick
+        snap = p.snapshot
+        if snap.thread_failure is not None:
+            return False, snap.thread_failure
+        now = p.clock()
+        stalled = now - snap.last_tick
         if stalled > self.stall_seconds:
             return False, f"poll loop stalled for {stalled:.0f}s"
-        job = p.current
-        if job is not None and time.monotonic() - job.started > 2 * self.job_timeout_seconds:
+        if snap.current_started is not None and now - snap.current_started > 2 * self.job_timeout_seconds:
             return False, "GPU job stuck past twice its time limit"
+        if snap.progress_at is not None and now - snap.progress_at > self.commit_stall_seconds:
+            return False, f"had work but committed nothing for {now - snap.progress_at:.0f}s"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
         if self.model is None:
             return False, "model not loaded"
-        if self.processor is None or not self.processor.joined:
+        if self.processor is None or not self.processor.snapshot.joined:
             return False, "consumer has not joined the group"
         if self.status in ("draining", "stopped"):
             return False, self.status
@@ -75,7 +85,7 @@ def gpu_record() -> dict[str, Any]:
             return {"available": True, "count": torch.cuda.device_count(),
                     "name": torch.cuda.get_device_name(0), "memory_used_bytes": used,
                     "memory_total_bytes": int(total)}
-    except Exception as exc:  # a lost GPU is reported, not raised
+    except Exception as exc:  # a lost GPU is reported, not raised  # noqa: BLE001
         log.warning("GPU query failed: %s", exc)
         return {"available": False, "count": 0, "name": f"error: {type(exc).__name__}",
                 "memory_used_bytes": None, "memory_total_bytes": None}
@@ -88,8 +98,9 @@ def health_record(
 ) -> dict[str, Any]:
     p = state.processor
     m = state.model
-    current = p.current if p is not None else None
-    counters = p.counters if p is not None else None
+    snap = p.snapshot if p is not None else None
+    now = p.clock() if p is not None else time.monotonic()
+    counters = snap.counters if snap is not None else None
     return {
         "worker_id": worker_id,
         "status": status,
@@ -100,8 +111,8 @@ def health_record(
                   "precision": m.precision if m else None, "load_seconds": m.load_seconds if m else None},
         "assignments": [{"topic": t, "partition": part, "lag": lag} for (t, part), lag in sorted(lags.items())],
         "current_job": (
-            {"request_id": current.request.request_id if current.request else "",
-             "running_seconds": time.monotonic() - current.started} if current is not None else None
+            {"request_id": snap.current_request or "", "running_seconds": now - snap.current_started}
+            if snap is not None and snap.current_started is not None else None
         ),
         "counters": {"done": counters.done if counters else 0, "failed": counters.failed if counters else 0,
                      "dead_lettered": counters.dead_lettered if counters else 0},
@@ -111,7 +122,10 @@ def health_record(
 
 
 class HealthReporter:
-    """Publishes WorkerHealth on an interval and on assignment changes; called from the poll thread."""
+    """Publishes WorkerHealth on an interval and on assignment changes.
+
+    It reads the processor's snapshot and never calls the consumer; listing voice presets reads S3,
+    so ``start()`` runs it on a thread of its own, away from the poll loop."""
 
     def __init__(self, state: WorkerState, processor: Processor, worker_id: str, interval: float) -> None:
         self.state = state
@@ -120,7 +134,25 @@ class HealthReporter:
         self.interval = interval
         self._last = float("-inf")  # the first tick publishes, whatever the monotonic clock's origin
         self._voices: list[str] = []
-        self._uncommitted: dict[tuple[str, int], int | None] = {}  # partition -> epoch it had no commit in
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="tts-health", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # health must never take the worker down
+                log.exception("health publishing failed")
+            self.p.assignment_changed.wait(min(1.0, self.interval))
 
     def tick(self) -> None:
         due = time.monotonic() - self._last >= self.interval
@@ -131,7 +163,8 @@ class HealthReporter:
     def reasons(self) -> list[str]:
         out: list[str] = []
         now = self.p.clock()
-        for label, err in (("storage", self.p.storage_error), ("broker", self.p.broker_error)):
+        snap = self.p.snapshot
+        for label, err in (("storage", snap.storage_error), ("broker", snap.broker_error)):
             if err is not None and now - err[0] < RECENT_ERROR_SECONDS:
                 out.append(f"{label}: {err[1]}"[:300])
         return out
@@ -144,7 +177,7 @@ class HealthReporter:
             reasons.append("gpu: CUDA no longer available")
         try:
             self._voices = sorted(self.p.voices.list())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (health must report a failure, never die of it)
             reasons.append(f"voices: {type(exc).__name__}")
         if status is None:
             status = self.state.status
@@ -156,8 +189,7 @@ class HealthReporter:
                     reasons.insert(0, why)
                 elif reasons:
                     status = "degraded"
-        lags = self._lags()
-        self.p.resync_stalled(lags, max(30.0, 3 * self.interval))
+        lags = dict(self.p.snapshot.lags)
         value = self.p.codecs["WorkerHealth"].encode(
             health_record(self.state, self.worker_id, status, self._voices, lags=lags, gpu=gpu, reasons=reasons))
         try:
@@ -165,33 +197,6 @@ class HealthReporter:
             self.p.events_producer.poll(0)
         except BufferError:
             log.warning("health event dropped: local queue full")
-
-    def _lags(self) -> dict[tuple[str, int], int | None]:
-        lags: dict[tuple[str, int], int | None] = {}
-        for tp in list(self.p.epochs):
-            lag: int | None = None
-            try:
-                # Cached watermarks (from the last fetch) never block the poll loop, e.g. during a
-                # broker outage; ask the broker (briefly) only when nothing is cached yet.
-                low, high = self.p.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
-                if high < 0 or low < 0:
-                    low, high = self.p.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=0.5, cached=False)
-                committed = self.p.committed.get(tp)
-                if committed is None and self._uncommitted.get(tp) == self.p.epochs.get(tp):
-                    committed = low  # asked the broker during this assignment: nothing committed yet
-                elif committed is None:
-                    got = self.p.consumer.committed([TopicPartition(*tp)], timeout=1)
-                    if got and got[0].offset >= 0:
-                        committed = self.p.committed[tp] = got[0].offset
-                    else:  # nothing committed: consumption starts at the log start (auto.offset.reset=earliest)
-                        self._uncommitted[tp] = self.p.epochs.get(tp)
-                        committed = low
-                lag = max(0, high - committed)
-                metrics.QUEUE_LAG.labels(tp[0], str(tp[1])).set(lag)
-            except Exception as exc:
-                log.debug("lag of %s unknown: %s", tp, exc)
-            lags[tp] = lag
-        return lags
 
 
 def serve_http(state: WorkerState, host: str, port: int) -> ThreadingHTTPServer:

@@ -115,13 +115,13 @@ class JobStream:
         try:
             if self.failed is None:
                 piece = self._piece(span, chunk)
-        except Exception as exc:  # a piece is informational: the final audio does not depend on it
+        except Exception as exc:  # a piece is informational: the final audio does not depend on it  # noqa: BLE001
             self.failed = f"{type(exc).__name__}: {exc}"
             log.warning("streamed segment %d of %s not stored: %s", span.index, self.req.request_id, self.failed)
         try:
             [timing] = timeline([span], self.engine_rate, self.req.output_spec.rate_for(self.engine_rate))
             self.announce(span, timing, piece)  # without a piece after a failure: text and timing still go out
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a streamed piece is informational; the final audio does not depend on it)
             log.warning("progress of segment %d of %s not announced: %s", span.index, self.req.request_id, exc)
         finally:
             with self._cond:

@@ -41,7 +41,7 @@ def check_audio(data: bytes, what: str) -> None:
         info = sf.info(io.BytesIO(data))
     # libsndfile reports bad input as several exception types (LibsndfileError, RuntimeError, TypeError);
     # whatever it is, the bytes are not a clip we can use.
-    except Exception:
+    except Exception:  # noqa: BLE001 (libsndfile raises several types for bad input; all mean 'not audio')
         raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO,
                        f"{what} is not decodable audio (WAV, FLAC or OGG expected)") from None
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
@@ -59,7 +59,7 @@ def check_audio(data: bytes, what: str) -> None:
     # the header cannot: a truncated or corrupt body would otherwise fail on the GPU as engine_error.
     try:
         decoded, _ = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 (libsndfile raises several types for bad input; all mean 'not audio')
         raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO, f"{what} is truncated or corrupt") from None
     if len(decoded) < MIN_SECONDS * info.samplerate:
         raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO,
@@ -125,8 +125,12 @@ class ReferenceCache:
         path = self.dir / f"{digest}{suffix}"
         if not path.exists():
             tmp = path.with_suffix(path.suffix + f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)  # atomic: a concurrent reader never sees a partial file
+            try:
+                tmp.write_bytes(data)
+                tmp.replace(path)  # atomic: a concurrent reader never sees a partial file
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # a full disk must not leave litter outside the byte budget
+                raise
             self._evict()
         return LocalAudio(path=path, sha256=digest)
 

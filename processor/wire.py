@@ -15,10 +15,13 @@ import struct
 import threading
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+if TYPE_CHECKING:
+    from processor.config import KafkaSettings, Settings
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -175,3 +178,25 @@ class Codec:
         if not isinstance(record, dict):
             raise DecodeError(f"{self.name} payload is not a record")
         return record
+
+
+# The one table of which schema travels on which topic (a KafkaSettings attribute). The worker, the
+# doctor, the console and the CLI all read it, so a new topic or a renamed setting changes one line.
+SCHEMA_TOPICS: dict[str, str] = {
+    "TtsRequest": "request_topic",
+    "TtsResult": "result_topic",
+    "TtsProgress": "progress_topic",
+    "WorkerHealth": "health_topic",
+    "DeadLetter": "dlq_topic",
+}
+
+
+def topic_of(schema: str, kafka: KafkaSettings) -> str:
+    topic: str = getattr(kafka, SCHEMA_TOPICS[schema])
+    return topic
+
+
+def make_codecs(settings: Settings) -> dict[str, Codec]:
+    """One codec per schema, registering under the ``<topic>-value`` subject (TopicNameStrategy)."""
+    registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
+    return {name: Codec(name, registry, f"{topic_of(name, settings.kafka)}-value") for name in SCHEMA_TOPICS}

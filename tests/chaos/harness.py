@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import random
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -159,7 +160,7 @@ def run_chaos(stack: Any, tmp: Path, *, requests: int = 200, workers: int = 3, k
     for w in pool:
         try:
             w.wait(30)
-        except Exception:
+        except subprocess.TimeoutExpired:
             w.kill()
     reader.stop.set()
     reader.join(10)
