@@ -151,7 +151,7 @@ class Model:
                 assert self.outcomes[(tp, off)] == 1, f"{tp}@{off} has {self.outcomes[(tp, off)]} outcomes"
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 # Defect 1 as an anchor: offset 0 still queued, offset 1 finished (an error result), then SIGTERM.
 @example(sizes=[2, 1], steps=[("deliver", 0), ("deliver", 0), ("complete", 0), ("drain", 0)])
 @given(sizes=st.lists(st.integers(1, 6), min_size=2, max_size=2),
