@@ -7,7 +7,8 @@
 #   (NVIDIA_* variables for the container toolkit, driver >= 580 on the node).
 # * Python 3.11 is uv-managed (Ubuntu 24.04 ships 3.12); the project pins only-system in
 #   pyproject.toml for developer machines, so the build overrides that with UV_PYTHON_PREFERENCE.
-# * Dependencies come from uv.lock only (uv sync --frozen --no-dev).
+# * Dependencies come from uv.lock only (uv sync --locked --no-dev: a lock that no longer matches
+#   pyproject.toml fails the build instead of being used).
 # * Model weights are NOT baked in: they live on a volume (see the Helm chart).
 #
 # Build:  docker build -t tts-processor:dev .
@@ -44,11 +45,11 @@ WORKDIR /app
 
 # Dependencies first (cached layer while only the source changes).
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project --python "${PYTHON_VERSION}"
+RUN uv sync --locked --no-dev --no-install-project --python "${PYTHON_VERSION}"
 
 # Then the project itself, installed non-editable so the runtime needs only the venv.
 COPY processor ./processor
-RUN uv sync --frozen --no-dev --no-editable --python "${PYTHON_VERSION}"
+RUN uv sync --locked --no-dev --no-editable --python "${PYTHON_VERSION}"
 
 # --------------------------------------------------------------------------- runtime
 FROM cuda-base AS runtime

@@ -58,6 +58,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +73,7 @@ DEFAULT_OUT = Path("artifacts/bench/pipeline.json")
 DEFAULT_MODEL_DIR = REPO / ".cache" / "bench" / "tiny-model"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+STARTUP_JOBS = 20
 GOALS = {"duty_cycle_min": 0.97, "gap_p50_ms_max": 15.0, "gap_p99_ms_max": 50.0}
 STAGES = ("decode", "download", "synthesis", "encode", "upload", "commit")
 MARKS = ("polled", "decoded", "prepared", "engine_start", "engine_end", "finish_start", "uploaded", "committed")
@@ -96,6 +98,9 @@ class Variant:
     requests: int
     hold_seconds: float = 0.0
     prefetch: int | None = None  # None: --prefetch
+    worker: str = "processor"  # "processor" (the product) | "naive" (benchmarks.naive_loop, the comparison)
+    load: str = "saturated"  # "saturated": topic pre-filled | "light": one request every --light-interval s
+    output: dict[str, Any] | None = None  # output fields of every request (format, rate, loudness, ...)
 
 
 # ================================================================================= shared helpers
@@ -170,8 +175,10 @@ def child_main(config_path: Path) -> int:
         transactional_producer_config,
     )
     from processor.pipeline import Job, Processor
+    from processor.session import KafkaSession
     from processor.storage import Storage
-    from processor.worker import load_engine, make_codecs
+    from processor.wire import make_codecs
+    from processor.worker import load_engine
 
     t = cfg["topics"]
     settings = Settings(
@@ -269,14 +276,15 @@ def child_main(config_path: Path) -> int:
             log.error("variant timed out after %.0fs with %d/%d committed", cfg["timeout"], len(collected), expected)
             processor_ref[0].request_stop()
 
+    if cfg["worker"] == "naive":
+        return _run_naive(cfg, engine, out, snapshot_cpu, deadline)
+
     codecs = make_codecs(settings)
     events_producer = make_producer(plain_producer_config(settings.kafka, wid))
-    processor = Processor(
-        settings, engine, Storage(settings.s3),
-        make_consumer({**consumer_config(settings.kafka, wid), **cfg["consumer_extra"]}),
-        make_producer(transactional_producer_config(settings.kafka, wid)),
-        events_producer, codecs, on_commit=on_commit,
-    )
+    session = KafkaSession(make_consumer({**consumer_config(settings.kafka, wid), **cfg["consumer_extra"]}),
+                           make_producer(transactional_producer_config(settings.kafka, wid)))
+    processor = Processor(settings, engine, Storage(settings.s3), session, events_producer, codecs,
+                          on_commit=on_commit)
     processor_ref.append(processor)
     out["rss_before_run_kb"] = _status_kb("VmRSS")
     out["hwm_before_run_kb"] = _status_kb("VmHWM")
@@ -305,6 +313,51 @@ def child_main(config_path: Path) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # daemon stage threads and native clients need no orderly teardown here
+
+
+def _run_naive(cfg: dict[str, Any], engine: Any, out: dict[str, Any], snapshot_cpu: Any, deadline: float) -> int:
+    """The comparison column: ``benchmarks.naive_loop`` in this process, measured like the processor."""
+    from benchmarks import naive_loop
+
+    expected = int(cfg["expected"])
+    cpu_at_end: dict[str, Any] = {}
+    timed_out = False
+
+    def on_job(done: int) -> None:
+        if done >= expected and not cpu_at_end:
+            cpu_at_end.update(snapshot_cpu())  # before close() leaves the group
+
+    def on_tick() -> bool:
+        nonlocal timed_out
+        if time.monotonic() > deadline and not timed_out:
+            timed_out = True
+            log.error("naive loop timed out after %.0fs", cfg["timeout"])
+        return timed_out
+
+    loop = naive_loop.NaiveLoop(cfg, engine)
+    out["rss_before_run_kb"] = _status_kb("VmRSS")
+    out["hwm_before_run_kb"] = _status_kb("VmHWM")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        out["hwm_reset"] = True
+    except OSError:
+        out["hwm_reset"] = False
+    cpu_start = snapshot_cpu()
+    out["run_started"] = time.perf_counter()
+    jobs = loop.run(on_tick=on_tick, on_job=on_job)
+    out["run_returned"] = time.perf_counter()
+    out["rss_peak_kb"] = _status_kb("VmHWM")
+    out["timed_out"] = timed_out
+    end = cpu_at_end or snapshot_cpu()
+    out["cpu_seconds"] = end["process"] - cpu_start["process"]
+    out["cpu_threads_seconds"] = {k: round(v - cpu_start["threads"].get(k, 0.0), 3)
+                                  for k, v in sorted(end["threads"].items(), key=lambda kv: -kv[1])}
+    out["cpu_window_seconds"] = end["at"] - cpu_start["at"]
+    out["jobs"] = jobs
+    Path(cfg["result_path"]).write_text(json.dumps(out))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # ===================================================================================== the parent
@@ -357,6 +410,14 @@ def summarize(variant: Variant, raw: dict[str, Any]) -> dict[str, Any]:
         "drain_ms": round(drain * 1000, 1),
         "engine_ms": _pct(engine_times, 1000),
         "e2e_latency_s": _pct([j["marks"]["committed"] - j["marks"]["polled"] for j in jobs]),
+        # Pickup (the worker's poll returned the request) -> its result is visible (the processor's
+        # transaction committed; the naive loop's produce was acknowledged).
+        "pickup_to_result_s": _pct([_result_mark(j) - j["marks"]["polled"] for j in jobs]),
+        "pickup_to_result_jobs": _pct([(_result_mark(j) - j["marks"]["polled"]) / variant.hold_seconds
+                                       for j in jobs]) if variant.hold_seconds else None,
+        # The start-up stall: the largest GPU idle gap among the first STARTUP_JOBS jobs (before the
+        # worker knows how long a job takes).
+        "startup_stall_ms": round(max(gaps[:STARTUP_JOBS], default=0.0) * 1000, 1),
         "stage_ms": {s: _pct([j["stage_seconds"][s] for j in ok if s in j["stage_seconds"]], 1000) for s in STAGES},
         "interval_ms": {name: _pct([j["marks"][b] - j["marks"][a] for j in ok if a in j["marks"] and b in j["marks"]],
                                    1000) for name, (a, b) in INTERVALS.items()},
@@ -393,6 +454,34 @@ def summarize(variant: Variant, raw: dict[str, Any]) -> dict[str, Any]:
             },
         }
     return res
+
+
+def _result_mark(job: dict[str, Any]) -> float:
+    return float(job["marks"].get("result", job["marks"]["committed"]))
+
+
+def summarize_light(variant: Variant, raw: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    """Send -> visible per request at one request per interval, and where the time went."""
+    by_origin = {(j["partition"], j["offset"]): j for j in raw["jobs"]}
+    rows = []
+    for s in sent["sends"]:
+        job = by_origin.get((s.get("partition"), s.get("offset")))
+        if job is None or s.get("visible") is None:
+            continue
+        m = job["marks"]
+        rows.append({
+            "send_to_visible": s["visible"] - s["sent"],
+            "send_to_polled": m["polled"] - s["sent"],
+            "polled_to_engine": m["engine_start"] - m["polled"],
+            "engine": m["engine_end"] - m["engine_start"],
+            "engine_to_result": _result_mark(job) - m["engine_end"],
+            "result_to_visible": s["visible"] - _result_mark(job),
+        })
+    out: dict[str, Any] = {"sent": len(sent["sends"]), "seen": len(rows)}
+    for name in ("send_to_visible", "send_to_polled", "polled_to_engine", "engine", "engine_to_result",
+                 "result_to_visible"):
+        out[f"{name}_ms"] = _pct([r[name] for r in rows], 1000)
+    return out
 
 
 def machine_info() -> dict[str, Any]:
@@ -464,6 +553,73 @@ class _Child:
         self.config_file.unlink(missing_ok=True)
 
 
+def drive_light_load(bootstrap: str, topics: dict[str, str], codec: Any, prefix: str, voice_uri: str,
+                     variant: Variant, args: argparse.Namespace, alive: Callable[[], bool]) -> dict[str, Any]:
+    """Send one request every ``--light-interval`` s to an idle worker; note when each is sent and
+    when its result becomes visible to a ``read_committed`` consumer (perf_counter: CLOCK_MONOTONIC,
+    the same clock as the worker's marks)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+    visible: dict[bytes, float] = {}
+    stop = threading.Event()
+    observer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-observer",
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "fetch.wait.max.ms": 10})
+    observer.assign([TopicPartition(topics["results"], p, OFFSET_BEGINNING) for p in range(args.partitions)])
+
+    def observe() -> None:
+        while not stop.is_set():
+            msg = observer.poll(0.05)
+            if msg is not None and not msg.error() and msg.key() is not None:
+                visible.setdefault(msg.key(), time.perf_counter())
+
+    watcher = threading.Thread(target=observe, name="observer", daemon=True)
+    watcher.start()
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 0})
+    sends: list[dict[str, Any]] = []
+
+    def send(i: int) -> bytes:
+        rid = f"{prefix}-{i:05d}"
+        value = codec.encode(request_record(rid, voice_uri, f"Hello world, this is light-load request {i}."))
+        entry: dict[str, Any] = {"key": rid}
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is None:
+                entry.update(partition=msg.partition(), offset=msg.offset())
+
+        entry["sent"] = time.perf_counter()
+        producer.produce(topics["requests"], value, rid.encode(), partition=i % args.partitions,
+                         on_delivery=delivered)
+        producer.flush(10)
+        sends.append(entry)
+        return rid.encode()
+
+    def wait_for(key: bytes, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while key not in visible and time.monotonic() < end and alive():
+            time.sleep(0.005)
+        return key in visible
+
+    try:
+        if not wait_for(send(0), 120):
+            raise RuntimeError("the warm-up request's result never became visible")
+        start = time.perf_counter() + args.light_interval
+        for i in range(1, variant.requests + 1):
+            due = start + (i - 1) * args.light_interval
+            while (left := due - time.perf_counter()) > 0:
+                time.sleep(left)
+            send(i)
+        wait_for(sends[-1]["key"].encode(), 60)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        watcher.join(2)
+        observer.close()
+    for entry in sends:
+        entry["visible"] = visible.get(entry["key"].encode())
+    return {"warmup": sends[0], "sends": sends[1:]}
+
+
 def run_variant(stack: Any, variant: Variant, args: argparse.Namespace, bucket: str, voice_uri: str,
                 logs_dir: Path, model: tuple[Path, Path] | None) -> dict[str, Any]:
     from confluent_kafka import Producer
@@ -475,19 +631,27 @@ def run_variant(stack: Any, variant: Variant, args: argparse.Namespace, bucket: 
     stack.create_topics({topics["requests"]: args.partitions, topics["results"]: args.partitions,
                          topics["progress"]: args.partitions, topics["health"]: 1, topics["dlq"]: 1})
     codec = Codec("TtsRequest")
-    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 5})
-    for i in range(variant.requests):
-        rid = f"{prefix}-{i:05d}"
-        text = f"Hello world, this is benchmark request number {i}."
-        producer.produce(topics["requests"], codec.encode(request_record(rid, voice_uri, text)), rid.encode(),
-                         partition=i % args.partitions)
-    if producer.flush(60) != 0:
-        raise RuntimeError("could not pre-fill the request topic")
-    del producer
+    light = variant.load == "light"
+    # Light load: one warm-up request (the worker has joined once its result is visible), then the
+    # measured ones, sent one at a time while the worker runs.
+    expected = variant.requests + 1 if light else variant.requests
+    if not light:
+        producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "enable.idempotence": True,
+                             "linger.ms": 5})
+        for i in range(variant.requests):
+            rid = f"{prefix}-{i:05d}"
+            text = f"Hello world, this is benchmark request number {i}."
+            record = {**request_record(rid, voice_uri, text), **(variant.output or {})}
+            producer.produce(topics["requests"], codec.encode(record), rid.encode(), partition=i % args.partitions)
+        if producer.flush(60) != 0:
+            raise RuntimeError("could not pre-fill the request topic")
+        del producer
 
     with tempfile.TemporaryDirectory(prefix="bench-refcache-") as refcache:
         result_path = Path(refcache) / "result.json"
-        if variant.engine == "standin":
+        if light:
+            timeout = args.variant_timeout or 180 + variant.requests * (args.light_interval + variant.hold_seconds)
+        elif variant.engine == "standin":
             timeout = args.variant_timeout or 180 + variant.requests * variant.hold_seconds * 3
         else:
             timeout = args.variant_timeout or 900 + variant.requests * 180
@@ -499,7 +663,7 @@ def run_variant(stack: Any, variant: Variant, args: argparse.Namespace, bucket: 
             "consumer_extra": args.consumer_extra,
             "engine": variant.engine, "hold_seconds": variant.hold_seconds, "rtf": args.rtf,
             "model_dir": str(model[0]) if model else None, "hf_home": str(model[1]) if model else None,
-            "expected": variant.requests, "timeout": timeout, "result_path": str(result_path),
+            "expected": expected, "timeout": timeout, "result_path": str(result_path), "worker": variant.worker,
             "refcache_dir": str(Path(refcache) / "refs"),
         }
         java = {name: getattr(getattr(stack, name), "pid", None) for name in ("kafka", "s3")}
@@ -507,7 +671,11 @@ def run_variant(stack: Any, variant: Variant, args: argparse.Namespace, bucket: 
         load0 = os.getloadavg()
         t0 = time.monotonic()
         child = _Child(config, logs_dir / f"{variant.name}.log")
+        sent: dict[str, Any] | None = None
         try:
+            if light:
+                sent = drive_light_load(stack.kafka_bootstrap, topics, codec, prefix, voice_uri, variant, args,
+                                        alive=lambda: child.proc.poll() is None)
             rc = child.wait(timeout + 300)
         finally:
             child.close()
@@ -516,6 +684,10 @@ def run_variant(stack: Any, variant: Variant, args: argparse.Namespace, bucket: 
             raise RuntimeError(f"variant {variant.name} failed (rc={rc}); see {logs_dir / (variant.name + '.log')}")
         raw = json.loads(result_path.read_text())
     res = summarize(variant, raw)
+    if sent is not None:
+        res["requests"] = expected  # the warm-up request is a request too
+        res["light"] = summarize_light(variant, raw, sent)
+        res["startup_stall_ms"] = None  # idle between requests: gaps are the load's, not the pipeline's
     res["process_seconds"] = round(time.monotonic() - t0, 1)
     res["loadavg_before"] = [round(x, 2) for x in load0]
     res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -567,6 +739,14 @@ def table(result: dict[str, Any]) -> str:
         ("overhead ms/request, amortized", lambda v: _fmt(v["overhead_ms_per_request_amortized"], 2)),
         ("fill / drain ms", lambda v: f"{_fmt(v['fill_ms'], 0)} / {_fmt(v['drain_ms'], 0)}"),
         ("e2e poll→commit s p50/p95/p99", lambda v: _p3(v["e2e_latency_s"], 2)),
+        ("pickup→result s p50/p95/p99", lambda v: _p3(v["pickup_to_result_s"], 2)),
+        ("pickup→result, job lengths p50", lambda v: _fmt(v["pickup_to_result_jobs"]["p50"], 2)),
+        ("start-up stall ms (max gap, 20 jobs)", lambda v: _fmt(v["startup_stall_ms"])),
+        ("LIGHT send→visible ms p50/p95/p99", lambda v: _p3(v["light"]["send_to_visible_ms"])),
+        ("light: send→polled ms p50", lambda v: _fmt(v["light"]["send_to_polled_ms"]["p50"])),
+        ("light: polled→engine ms p50", lambda v: _fmt(v["light"]["polled_to_engine_ms"]["p50"])),
+        ("light: engine→result ms p50", lambda v: _fmt(v["light"]["engine_to_result_ms"]["p50"])),
+        ("light: result→visible ms p50", lambda v: _fmt(v["light"]["result_to_visible_ms"]["p50"])),
         ("decode ms p50/p95/p99", lambda v: _p3(v["stage_ms"]["decode"], 2)),
         ("download ms p50/p95/p99", lambda v: _p3(v["stage_ms"]["download"])),
         ("encode ms p50/p95/p99", lambda v: _p3(v["stage_ms"]["encode"], 2)),
@@ -597,6 +777,41 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+HEADLINE: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "duty cycle": lambda v: v["duty_cycle"],
+    "pickup→result s p50": lambda v: v["pickup_to_result_s"]["p50"],
+    "pickup→result s p99": lambda v: v["pickup_to_result_s"]["p99"],
+    "start-up stall ms": lambda v: v["startup_stall_ms"],
+    "CPU ms / request": lambda v: v["cpu"]["processor_ms_per_request"],
+    "mean batch": lambda v: v["batch_size_mean"],
+    "light send→visible ms p50": lambda v: v["light"]["send_to_visible_ms"]["p50"],
+    "light send→visible ms p99": lambda v: v["light"]["send_to_visible_ms"]["p99"],
+}
+
+
+def rounds_table(result: dict[str, Any]) -> str:
+    """The headline figures over every round: median (min-max), so the spread shows."""
+    rounds = result.get("rounds") or []
+    names = list(dict.fromkeys(n for r in rounds for n in r))
+    width = 28
+    lines = [f"{'':{width}}" + "".join(f"{n:>26}" for n in names)]
+    for title, fn in HEADLINE.items():
+        cells = []
+        for n in names:
+            vals = []
+            for r in rounds:
+                with contextlib.suppress(KeyError, TypeError):
+                    if r.get(n, {}).get("available") and fn(r[n]) is not None:
+                        vals.append(float(fn(r[n])))
+            if not vals:
+                cells.append("-")
+                continue
+            digits = 4 if title == "duty cycle" else 2 if "s p" in title or "batch" in title else 1
+            cells.append(f"{np.median(vals):.{digits}f} ({min(vals):.{digits}f}-{max(vals):.{digits}f})")
+        lines.append(f"{title:{width}}" + "".join(f"{c:>26}" for c in cells))
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -610,8 +825,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="requests for the 200 ms stand-in at prefetch=6 (default %(default)s)")
     p.add_argument("--requests-real", type=int, default=20,
                    help="requests for the tiny IndexTTS2 on CPU (default %(default)s)")
+    p.add_argument("--requests-light", type=int, default=30,
+                   help="measured requests of the light-load columns (default %(default)s)")
+    p.add_argument("--light-interval", type=float, default=1.0,
+                   help="seconds between light-load requests (default %(default)s)")
     p.add_argument("--variants", default="standin_200ms,standin_200ms_prefetch6,standin_1s,indextts2_tiny_cpu",
-                   help="comma-separated subset to run (default: all four)")
+                   help="comma-separated subset to run (default: the four processor columns); also "
+                        "naive_200ms, naive_1s (the naive confluent-kafka loop), light_200ms, naive_light_200ms")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the variants this many times, interleaved; the table shows median (min-max)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (default %(default)s)")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--prefetch", type=int, default=2,
@@ -648,6 +870,25 @@ def main(argv: list[str] | None = None) -> int:
         "standin_1s": Variant("standin_1s", "stand-in 1 s", "standin", args.requests_1s, 1.0),
         "indextts2_tiny_cpu": Variant("indextts2_tiny_cpu", "IndexTTS2 tiny (CPU)", "indextts2",
                                       args.requests_real),
+        # The comparison column (benchmarks/naive_loop.py) and the light-load (idle worker) columns.
+        "naive_200ms": Variant("naive_200ms", "naive loop 200 ms", "standin", args.requests, 0.2, worker="naive"),
+        "naive_1s": Variant("naive_1s", "naive loop 1 s", "standin", args.requests_1s, 1.0, worker="naive"),
+        "light_200ms": Variant("light_200ms", "light 1/s, 200 ms", "standin", args.requests_light, 0.2,
+                               load="light"),
+        "naive_light_200ms": Variant("naive_light_200ms", "naive light 1/s, 200 ms", "standin",
+                                     args.requests_light, 0.2, worker="naive", load="light"),
+        # The same stand-in jobs with the finish stage doing real work: 48 kHz, loudness to -16 LUFS, then
+        # Opus or MP3 (10 s of audio per 1 s job at --rtf 0.1). The GPU should stay as busy as with WAV.
+        "standin_1s_opus48k_loud": Variant("standin_1s_opus48k_loud", "1 s, Opus 48k -16 LUFS", "standin",
+                                           args.requests_1s, 1.0,
+                                           output={"output_format": "opus", "sample_rate": 48000, "loudness": -16.0}),
+        "standin_1s_mp3_48k_loud": Variant("standin_1s_mp3_48k_loud", "1 s, MP3 48k -16 LUFS", "standin",
+                                           args.requests_1s, 1.0,
+                                           output={"output_format": "mp3", "sample_rate": 48000, "loudness": -16.0}),
+        "standin_200ms_mp3_48k_loud": Variant("standin_200ms_mp3_48k_loud", "200 ms, MP3 48k -16 LUFS", "standin",
+                                              args.requests, 0.2,
+                                              output={"output_format": "mp3", "sample_rate": 48000,
+                                                      "loudness": -16.0}),
     }
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in catalog]
@@ -704,34 +945,40 @@ def main(argv: list[str] | None = None) -> int:
             stack.create_bucket(bucket)
             stack.s3_client().put_object(Bucket=bucket, Key="voices/bench.wav", Body=voice_clip(seconds=3.0, seed=7))
             voice_uri = f"s3://{bucket}/voices/bench.wav"
-            for name in names:
-                variant = catalog[name]
-                log.info("variant %s: %d requests", name, variant.requests)
-                model = None
-                if variant.engine == "indextts2":
-                    try:
-                        # Are the engine and its factory there at all? (ImportError: column marked n/a)
-                        for module in ("processor.engine.indextts2", "processor.engine.loader"):
-                            importlib.import_module(module)
+            result["rounds"] = []
+            for round_no in range(1, args.rounds + 1):
+                this_round: dict[str, Any] = {}
+                result["rounds"].append(this_round)
+                for name in names:
+                    variant = catalog[name]
+                    log.info("round %d/%d, variant %s: %d requests", round_no, args.rounds, name,
+                             variant.requests)
+                    model = None
+                    if variant.engine == "indextts2":
+                        try:
+                            # Are the engine and its factory there at all? (ImportError: column marked n/a)
+                            for module in ("processor.engine.indextts2", "processor.engine.loader"):
+                                importlib.import_module(module)
 
-                        model = ensure_tiny_model(args.model_dir, logs_dir / "tiny_model.log")
-                    except Exception as exc:  # the column stays, marked unavailable, with the reason
-                        result["variants"][name] = {"label": variant.label, "available": False,
-                                                    "reason": f"{type(exc).__name__}: {exc}"}
-                        log.warning("variant %s not run: %s", name, exc)
+                            model = ensure_tiny_model(args.model_dir, logs_dir / "tiny_model.log")
+                        except Exception as exc:  # the column stays, marked unavailable, with the reason
+                            this_round[name] = result["variants"][name] = {
+                                "label": variant.label, "available": False, "reason": f"{type(exc).__name__}: {exc}"}
+                            log.warning("variant %s not run: %s", name, exc)
+                            continue
+                    try:
+                        res = run_variant(stack, variant, args, bucket, voice_uri, logs_dir, model)
+                    except RuntimeError as exc:
+                        this_round[name] = result["variants"][name] = {
+                            "label": variant.label, "available": False, "reason": str(exc)}
+                        log.error("%s", exc)
                         continue
-                try:
-                    res = run_variant(stack, variant, args, bucket, voice_uri, logs_dir, model)
-                except RuntimeError as exc:
-                    result["variants"][name] = {"label": variant.label, "available": False, "reason": str(exc)}
-                    log.error("%s", exc)
-                    continue
-                res["available"] = True
-                result["variants"][name] = res
-                log.info("variant %s: duty %.4f, gap p50 %s ms", name, res.get("duty_cycle") or 0,
-                         res.get("gpu_idle_gap_ms", {}).get("p50"))
-                if res["raw_jobs"] is None:
-                    del res["raw_jobs"]
+                    res["available"] = True
+                    this_round[name] = result["variants"][name] = res
+                    log.info("variant %s: duty %.4f, gap p50 %s ms", name, res.get("duty_cycle") or 0,
+                             res.get("gpu_idle_gap_ms", {}).get("p50"))
+                    if res["raw_jobs"] is None:
+                        del res["raw_jobs"]
     finally:
         time.sleep(0.2)
         leftovers = [f"{pid} {cmd}" for pid, cmd in _children_of(os.getpid())]
@@ -740,12 +987,15 @@ def main(argv: list[str] | None = None) -> int:
         if result["variants"]:
             out_path.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
+    if args.rounds > 1:
+        print(f"\nover {args.rounds} interleaved rounds, median (min-max):")
+        print(rounds_table(result))
     print(f"\nwritten: {out_path}  (variant logs: {logs_dir})")
     if leftovers:
         print(f"WARNING: processes left behind: {leftovers}", file=sys.stderr)
         return 1
-    failed = [n for n, v in result["variants"].items() if v.get("available") and
-              (v.get("succeeded") != v.get("requests") or v.get("timed_out"))]
+    failed = [n for r in result.get("rounds") or [result["variants"]] for n, v in r.items() if v.get("available")
+              and (v.get("succeeded") != v.get("requests") or v.get("timed_out"))]
     return 1 if failed else 0
 
 

@@ -1,4 +1,5 @@
-"""The local stack of real servers: one Kafka 4.x broker (KRaft) and one S3-compatible server.
+"""The local stack of real servers: one Kafka 4.x broker (KRaft), one S3-compatible server and, on
+request, a Confluent-API Schema Registry (devstack/registry.py).
 
 Used by the demo, the integration tests, the chaos test and the benchmarks::
 
@@ -17,13 +18,18 @@ Each service comes from the first of these that applies (chosen per service):
 3. ``local``: Java processes from Apache's Kafka jars and S3Proxy, both from Maven Central, fetched
    once into ``.cache/jars`` (``python -m devstack.stack fetch``).
 
+The schema registry starts only when asked (``stack.start_registry()``, ``up --registry``): it is
+external when ``SCHEMA_REGISTRY_URL`` is set, else a local Apicurio Registry process (in every other
+mode, Docker included), built once from Maven Central by ``fetch`` into ``.cache/jars/registry``.
+
 ``DEVSTACK_MODE=external|docker|local`` forces a path. Logs (and data, while running) live under
 ``.stack/<run>/``; the logs are kept after the run and their tails are printed if startup fails.
 
 CLI::
 
-    python -m devstack.stack fetch      # download the jars (install step)
+    python -m devstack.stack fetch      # download the jars, build the registry (install step)
     python -m devstack.stack up         # start, create topics + bucket, print exports, wait
+    python -m devstack.stack up --registry   # ... and a schema registry (exports SCHEMA_REGISTRY_URL)
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
     from mypy_boto3_s3 import S3Client
+
+    from devstack.registry import RegistryServer
 
 log = logging.getLogger("devstack.stack")
 
@@ -709,6 +717,7 @@ class LocalStack:
 
     kafka: KafkaServer | DockerService | ExternalService
     s3: S3ProxyServer | DockerService | ExternalService
+    registry: RegistryServer | ExternalService | None
 
     def __init__(self, *, keep_data: bool = False, kafka_heap_mb: int = 512,
                  kafka_config: Mapping[str, str] | None = None) -> None:
@@ -722,6 +731,8 @@ class LocalStack:
         self.s3_secret_key = S3_SECRET_KEY
         self.s3_region = S3_REGION
         self.startup_seconds: dict[str, float] = {}
+        self.registry = None
+        self.registry_url = ""
         self._started = False
 
     # -- lifecycle
@@ -796,9 +807,42 @@ class LocalStack:
             raise StackError(f"external S3 at {self.s3_endpoint} does not answer")
         self.startup_seconds["s3"] = time.monotonic() - t0
 
+    def start_registry(self, timeout: float = 120) -> str:
+        """Start the schema registry (once; later calls return at once) and return its URL.
+
+        External when ``SCHEMA_REGISTRY_URL`` is set, else a local Apicurio Registry process.
+        """
+        from devstack.registry import RegistryServer, build_registry, registry_answers
+
+        if self.registry is not None:
+            return self.registry_url
+        t0 = time.monotonic()
+        url = os.environ.get("SCHEMA_REGISTRY_URL", "").strip()
+        if url:
+            if not registry_answers(url, timeout=10):
+                raise StackError(f"external schema registry at {url} does not answer")
+            self.registry, self.registry_url = ExternalService("registry", url), url
+        elif os.environ.get("DEVSTACK_MODE", "").strip().lower() == "external":
+            raise StackError("DEVSTACK_MODE=external but SCHEMA_REGISTRY_URL is not set")
+        else:
+            build_registry()
+            if self.run_dir is None:  # Kafka and S3 external: the registry still needs a place for logs
+                self.run_dir = _new_run_dir()
+            server = RegistryServer(self.run_dir)
+            try:
+                server.start(timeout=timeout)
+            except StackError as e:
+                e.add_note(f"logs: {self.run_dir / 'logs'}")
+                raise
+            self.registry, self.registry_url = server, server.url
+        self.startup_seconds["registry"] = time.monotonic() - t0
+        log.info("schema registry at %s (%s) in %.1fs", self.registry_url, self.registry.kind,
+                 self.startup_seconds["registry"])
+        return self.registry_url
+
     def close(self) -> None:
         """Stop whatever this stack started; keep the logs, drop the data unless ``keep_data``."""
-        for svc in (getattr(self, "s3", None), getattr(self, "kafka", None)):
+        for svc in (getattr(self, "registry", None), getattr(self, "s3", None), getattr(self, "kafka", None)):
             if isinstance(svc, JavaServer):
                 svc.stop(timeout=20)
             elif isinstance(svc, DockerService):
@@ -806,6 +850,8 @@ class LocalStack:
         if self.run_dir and not self.keep_data:
             for d in ("kafka-data", "s3-data"):
                 shutil.rmtree(self.run_dir / d, ignore_errors=True)
+        self.registry = None
+        self.registry_url = ""
         self._started = False
 
     def __enter__(self) -> LocalStack:
@@ -816,8 +862,12 @@ class LocalStack:
 
     # -- clients
 
-    def env(self, bucket: str | None = None) -> dict[str, str]:
-        """Environment a worker process needs to reach this stack (merge into ``os.environ``)."""
+    def env(self, bucket: str | None = None, *, registry: bool = False) -> dict[str, str]:
+        """Environment a worker process needs to reach this stack (merge into ``os.environ``).
+
+        ``registry=True`` adds ``SCHEMA_REGISTRY_URL`` (starting the registry if needed), which
+        switches the worker to Confluent framing; without it the worker uses single-object encoding.
+        """
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "S3_ENDPOINT_URL": self.s3_endpoint,
@@ -829,6 +879,8 @@ class LocalStack:
             env["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_key
         if bucket:
             env["S3_BUCKET"] = bucket
+        if registry:
+            env["SCHEMA_REGISTRY_URL"] = self.start_registry()
         return env
 
     def kafka_client_config(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -907,8 +959,9 @@ class LocalStack:
             pass
 
     def describe(self) -> str:
+        registry = f"registry {self.registry_url}  ({self.registry.kind})\n" if self.registry else ""
         return (f"kafka  {self.kafka_bootstrap}  ({self.kafka.kind})\n"
-                f"s3     {self.s3_endpoint}  ({self.s3.kind})\n"
+                f"s3     {self.s3_endpoint}  ({self.s3.kind})\n{registry}"
                 f"logs   {self.run_dir / 'logs' if self.run_dir else '-'}")
 
 
@@ -923,14 +976,18 @@ def _parse_topic(spec: str) -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m devstack.stack", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fetch", help="download the Kafka and S3Proxy jars into .cache/jars")
-    f.add_argument("--force", action="store_true", help="fetch again even if present")
+    f = sub.add_parser("fetch", help="download the Kafka and S3Proxy jars and build the schema registry "
+                                     "into .cache/jars")
+    f.add_argument("--force", action="store_true", help="fetch and build again even if present")
+    f.add_argument("--no-registry", action="store_true", help="skip the schema registry build")
     up = sub.add_parser("up", help="start the stack, create topics + bucket, print exports, wait")
     up.add_argument("--topic", action="append", default=[], metavar="NAME[:PARTITIONS]",
                     help=f"topic to create (repeatable; default: {', '.join(DEFAULT_TOPICS)})")
     up.add_argument("--bucket", default=DEFAULT_BUCKET, help="bucket to create (default: %(default)s)")
     up.add_argument("--keep-data", action="store_true", help="keep the data dirs after shutdown")
     up.add_argument("--env-file", type=Path, help="also write the exports to this file")
+    up.add_argument("--registry", action="store_true",
+                    help="also start a schema registry and export SCHEMA_REGISTRY_URL")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
 
@@ -938,6 +995,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         for name, path in fetch_jars(force=args.force).items():
             print(f"{name}: {path} ({len(list(path.glob('*.jar')))} jars)")
+        if not args.no_registry:
+            from devstack.registry import build_registry
+
+            t1 = time.monotonic()
+            path = build_registry(force=args.force)
+            print(f"registry: {path} ({len(list((path / 'lib').rglob('*.jar')))} jars, "
+                  f"{time.monotonic() - t1:.1f}s)")
         print(f"done in {time.monotonic() - t0:.1f}s")
         return 0
 
@@ -950,7 +1014,8 @@ def main(argv: list[str] | None = None) -> int:
         with LocalStack(keep_data=args.keep_data) as stack:
             stack.create_topics(topics)
             stack.create_bucket(args.bucket)
-            exports = "".join(f"export {k}={v}\n" for k, v in stack.env(bucket=args.bucket).items())
+            env = stack.env(bucket=args.bucket, registry=args.registry)
+            exports = "".join(f"export {k}={v}\n" for k, v in env.items())
             if args.env_file:
                 args.env_file.write_text(exports)
             print(f"{stack.describe()}\ntopics {', '.join(f'{t}:{n}' for t, n in topics.items())}\n"

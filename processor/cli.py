@@ -16,12 +16,13 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from processor import tracing
 from processor.config import Settings, load_settings
+from processor.deadletter import FRAMING_BYTES
 from processor.errors import TtsError
 from processor.request import validate_request
 
-TOPIC_KINDS = {"results": "result_topic", "progress": "progress_topic", "health": "health_topic",
-               "dlq": "dlq_topic", "requests": "request_topic"}
+# `tts-processor tail <kind>`: the schema of each kind; its topic comes from wire.SCHEMA_TOPICS.
 CODEC_OF = {"results": "TtsResult", "progress": "TtsProgress", "health": "WorkerHealth", "dlq": "DeadLetter",
             "requests": "TtsRequest"}
 
@@ -52,8 +53,12 @@ def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
         k.dlq_topic: 1, k.health_topic: 1,
     }
     existing = admin.list_topics(timeout=15).topics
-    todo = [NewTopic(t, num_partitions=n, replication_factor=args.replication,
-                     config={"cleanup.policy": "compact"} if t == k.health_topic else {})
+    # Sized for what the worker writes (KAFKA_MAX_MESSAGE_BYTES plus framing), whatever the broker's
+    # default: an outcome the topic refuses would fail its transaction.
+    fits = {"max.message.bytes": str(k.max_message_bytes + FRAMING_BYTES)}
+    configs = {t: dict(fits) for t in (k.result_topic, k.dlq_topic, k.progress_topic, k.health_topic)}
+    configs[k.health_topic]["cleanup.policy"] = "compact"
+    todo = [NewTopic(t, num_partitions=n, replication_factor=args.replication, config=configs.get(t, {}))
             for t, n in specs.items() if t not in existing]
     for topic, fut in admin.create_topics(todo).items() if todo else []:
         try:
@@ -98,7 +103,7 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
-    from processor.worker import make_codecs
+    from processor.wire import make_codecs
 
     record = build_request(args)
     try:
@@ -113,11 +118,19 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     codecs = make_codecs(settings)
     started = datetime.now(UTC)
     producer = Producer({**settings.kafka.librdkafka_common(), "enable.idempotence": True})
-    producer.produce(settings.kafka.request_topic, codecs["TtsRequest"].encode(full), req.request_id.encode())
+    # A trace per request (the caller's, or a new one): the worker continues it, and the id printed
+    # here finds the request's spans and its result, progress and dead-letter records.
+    traceparent = args.traceparent or tracing.new_traceparent()
+    if tracing.extract([("traceparent", traceparent)]) is None:
+        print(f"error: --traceparent {traceparent!r} is not a W3C traceparent", file=sys.stderr)
+        return 2
+    producer.produce(settings.kafka.request_topic, codecs["TtsRequest"].encode(full), req.request_id.encode(),
+                     headers=[("traceparent", traceparent.encode())])
     if producer.flush(30) != 0:
         print("error: request not delivered", file=sys.stderr)
         return 1
-    print(f"submitted {req.request_id} to {settings.kafka.request_topic}", file=sys.stderr)
+    print(f"submitted {req.request_id} to {settings.kafka.request_topic} "
+          f"(trace {tracing.trace_id([('traceparent', traceparent)])})", file=sys.stderr)
     if not args.wait:
         return 0
     for rec in consume(settings, "results", from_beginning=False, timeout=args.timeout, since=started):
@@ -131,9 +144,9 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 def consume(settings: Settings, kind: str, *, from_beginning: bool, timeout: float | None,
             since: datetime | None = None) -> Iterator[dict[str, Any]]:
     """Yield decoded events (read_committed) until ``timeout`` seconds pass without one."""
-    from processor.worker import make_codecs
+    from processor.wire import make_codecs, topic_of
 
-    topic = getattr(settings.kafka, TOPIC_KINDS[kind])
+    topic = topic_of(CODEC_OF[kind], settings.kafka)
     codec = make_codecs(settings)[CODEC_OF[kind]]
     consumer = Consumer({
         **settings.kafka.librdkafka_common(), "group.id": f"tts-cli-{uuid.uuid4().hex[:8]}",
@@ -235,11 +248,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--workflow-id")
     s.add_argument("--stage-name")
     s.add_argument("--wait", action="store_true", help="print the result event and exit 0 on success")
+    s.add_argument("--traceparent", help="W3C traceparent to continue (default: a new trace; its id is printed)")
     s.add_argument("--timeout", type=float, default=300.0)
     s.set_defaults(fn=cmd_submit)
 
     s = sub.add_parser("tail", help="print events as JSON lines (read_committed)")
-    s.add_argument("kind", nargs="?", default="results", choices=sorted(TOPIC_KINDS))
+    s.add_argument("kind", nargs="?", default="results", choices=sorted(CODEC_OF))
     s.add_argument("--from-beginning", action="store_true")
     s.add_argument("--count", type=int, default=0)
     s.add_argument("--timeout", type=float, default=None, help="stop after this many idle seconds")

@@ -8,9 +8,11 @@ places they are unwrapped, straight into the client libraries.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,13 +41,23 @@ class KafkaSettings(BaseSettings):
     sasl_password: SecretStr | None = None
     ssl_ca_location: str | None = None
     # Any other librdkafka property, as a JSON object: KAFKA_EXTRA='{"socket.keepalive.enable": true}'.
+    # Values under secret-looking names (see SECRET_PROPERTY) are scrubbed from logs like the password.
     extra: dict[str, str | int | bool] = Field(default_factory=dict)
+    # The largest record the worker will produce (key + value + headers). Outcomes are built to fit;
+    # a dead letter that would not fit moves its original bytes to object storage (a claim check).
+    # Keep it at or below the result and DLQ topics' max.message.bytes (`setup` creates them so).
+    max_message_bytes: int = Field(default=1_000_000, ge=64 * 1024, le=100 * 1024 * 1024)
 
     @model_validator(mode="after")
     def _poll_interval(self) -> KafkaSettings:
         if self.max_poll_interval_ms < self.session_timeout_ms:
             raise ValueError("KAFKA_MAX_POLL_INTERVAL_MS must be >= KAFKA_SESSION_TIMEOUT_MS")
         return self
+
+    def secrets(self) -> list[str]:
+        out = [self.sasl_password.get_secret_value()] if self.sasl_password is not None else []
+        out += [str(v) for k, v in self.extra.items() if SECRET_PROPERTY.search(k) and not isinstance(v, bool)]
+        return out
 
     def librdkafka_common(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -64,6 +76,22 @@ class KafkaSettings(BaseSettings):
         return conf
 
 
+# librdkafka (and registry client) properties whose values are credentials or key material.
+SECRET_PROPERTY = re.compile(
+    r"password|secret|token|credential|jaas|private|oauthbearer\.config|user\.info|(^|\.)key(\.pem)?$|key\.pem",
+    re.IGNORECASE)
+
+
+def url_secret(url: str | None) -> str | None:
+    """The password in a URL's userinfo (https://user:pass@host), if any."""
+    if not url:
+        return None
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
 class S3Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="S3_", extra="ignore", populate_by_name=True)
 
@@ -78,16 +106,49 @@ class S3Settings(BaseSettings):
     )
     # Buckets reference audio may be read from (comma-separated). The output bucket is always allowed.
     allowed_buckets: str = ""
+    # Where a request may have its audio written (comma-separated): buckets, and key prefixes (a
+    # request's output_key_prefix must equal one or lie under one; the first is the default). The
+    # voice-preset and dead-letter prefixes are never writable by a request.
+    output_buckets: str = ""
+    output_prefixes: str = "tts"
     voices_prefix: str = "voices"
+    # Claim checks: originals of dead letters too large for the DLQ topic, in the output bucket.
+    dead_letter_prefix: str = "dead-letters"
+    # Time budgets per storage call: TCP connect, each socket read, and the whole call (retries included).
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    read_timeout_seconds: float = Field(default=20.0, gt=0)
+    call_timeout_seconds: float = Field(default=60.0, gt=0)
     verify_tls: bool = True
     ca_bundle: str | None = None
     max_reference_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     reference_cache_dir: str = Field(default_factory=lambda: os.path.join(_cache_home(), "references"))
     reference_cache_bytes: int = Field(default=2 * 1024**3, ge=0)
+    # How long a reference's ETag check stays good: within it, requests for the same object skip the HEAD.
+    reference_revalidate_seconds: float = Field(default=5.0, ge=0)
 
     def allowed(self) -> frozenset[str]:
         names = {b.strip() for b in self.allowed_buckets.split(",") if b.strip()}
         return frozenset(names | {self.bucket})
+
+    def writable(self) -> frozenset[str]:
+        names = {b.strip() for b in self.output_buckets.split(",") if b.strip()}
+        return frozenset(names | {self.bucket})
+
+    def output_prefix_list(self) -> list[str]:
+        return [p.strip().strip("/") for p in self.output_prefixes.split(",") if p.strip().strip("/")]
+
+    def reserved_prefixes(self) -> list[str]:
+        return [p for p in (self.voices_prefix.strip("/"), self.dead_letter_prefix.strip("/")) if p]
+
+    @model_validator(mode="after")
+    def _output(self) -> S3Settings:
+        from processor.request import check_prefix
+
+        if not self.output_prefix_list():
+            raise ValueError("S3_OUTPUT_PREFIXES must name at least one prefix")
+        for p in self.output_prefix_list() + self.reserved_prefixes():
+            check_prefix(p)
+        return self
 
 
 class EngineSettings(BaseSettings):
@@ -133,6 +194,22 @@ class WorkerSettings(BaseSettings):
     max_batch: int = Field(default=16, ge=1)
     # The liveness probe fails when the poll loop has not ticked for this long.
     liveness_stall_seconds: float = Field(default=60.0, gt=0)
+    # ... and when the worker has had work but committed nothing for this long (unset: twice the job
+    # time limit plus ten minutes, enough for the longest job, its upload retries and a commit).
+    liveness_commit_seconds: float | None = Field(default=None, gt=0)
+
+    def commit_stall_seconds(self) -> float:
+        return self.liveness_commit_seconds or 2 * self.job_timeout_seconds + 600
+
+    # TEST ONLY (chaos harness): hold every transaction open this long between
+    # send_offsets_to_transaction and commit_transaction, so a kill can land inside it. Never set in
+    # production: the poll loop stands still meanwhile.
+    test_park_in_txn_seconds: float = Field(default=0.0, ge=0, validation_alias="TTS_TEST_PARK_IN_TXN_SECONDS")
+
+    def kafka_call_budget(self) -> float:
+        """How long one blocking Kafka call sequence (a commit, an abort) may hold the poll thread:
+        well inside liveness, so a slow broker aborts a transaction rather than restarting the pod."""
+        return min(30.0, self.liveness_stall_seconds / 2)
 
 
 class HttpSettings(BaseSettings):
@@ -140,6 +217,17 @@ class HttpSettings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
+
+
+class TracingSettings(BaseSettings):
+    """OpenTelemetry's own variable names, so operators set them as for any other service. Unlike the
+    SDK's default (otlp), export is off unless asked for; OTEL_EXPORTER_OTLP_* (endpoint, headers) are
+    read by the exporter itself and never pass through here."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    traces_exporter: Literal["none", "console", "otlp"] = "none"
+    service_name: str = "tts-processor"
 
 
 class Settings(BaseSettings):
@@ -150,6 +238,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     schema_registry_url: str | None = None
     log_level: str = "INFO"
 
@@ -162,12 +251,13 @@ class Settings(BaseSettings):
         return v
 
     def secrets(self) -> list[str]:
-        """Every secret value, so log/event scrubbing can prove none leaks."""
-        out = []
-        for s in (self.kafka.sasl_password, self.s3.access_key_id, self.s3.secret_access_key):
-            if s is not None and s.get_secret_value():
+        """Every secret value, whatever setting carried it, so log/event scrubbing can prove none leaks."""
+        out = self.kafka.secrets()
+        for s in (self.s3.access_key_id, self.s3.secret_access_key):
+            if s is not None:
                 out.append(s.get_secret_value())
-        return out
+        out += [p for p in (url_secret(self.schema_registry_url), url_secret(self.s3.endpoint_url)) if p]
+        return [v for v in out if v]
 
 
 def _cache_home() -> str:
@@ -179,7 +269,7 @@ def load_settings() -> Settings:
     lines: list[str] = []
     sections: dict[str, Any] = {}
     for name, cls in (("kafka", KafkaSettings), ("s3", S3Settings), ("engine", EngineSettings),
-                      ("worker", WorkerSettings), ("http", HttpSettings)):
+                      ("worker", WorkerSettings), ("http", HttpSettings), ("tracing", TracingSettings)):
         try:
             sections[name] = cls()
         except ValidationError as exc:

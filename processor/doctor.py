@@ -41,6 +41,8 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("pydantic-settings", "core"),
     ("numpy", "core"),
     ("soundfile", "core"),
+    ("soxr", "core"),
+    ("pyloudnorm", "core"),
     ("torch", "engine"),
     ("torchaudio", "engine"),
     ("indextts2-inference", "engine"),
@@ -105,6 +107,26 @@ def check_packages(engine_needed: bool) -> list[Check]:
             continue
         out.append(Check(dist, "pass", version))
     return out
+
+
+def check_audio() -> list[Check]:
+    """Which output formats this build encodes: each encoder runs once, as the worker does at start."""
+    try:
+        import soundfile
+
+        from processor.audio import FORMATS, encoder_problems
+    except Exception as exc:  # a missing native library shows up here, not as a package
+        return [Check("audio formats", "fail", f"cannot load the encoders: {type(exc).__name__}: {exc}"[:300],
+                      "`uv sync`; soundfile's wheel bundles libsndfile with FLAC, Opus and MP3")]
+    bad = encoder_problems()
+    ok = [f for f in FORMATS if f not in bad]
+    lib = f"libsndfile {soundfile.__libsndfile_version__}"
+    if not bad:
+        return [Check("audio formats", "pass", f"{', '.join(ok)}; loudness (BS.1770) and soxr resampling; {lib}")]
+    refused = "; ".join(f"{f}: {why}" for f, why in bad.items())
+    return [Check("audio formats", "warn", f"offers {', '.join(ok) or 'nothing'}; refuses {refused}"[:400],
+                  f"requests for these get error unsupported_format; {lib} needs FLAC/Opus/LAME support "
+                  "(the soundfile wheel has it; a system libsndfile may not)")]
 
 
 def check_gpu(settings: Settings) -> list[Check]:
@@ -510,6 +532,7 @@ def run_checks(settings: Settings, *, min_partitions: int | None = None, timeout
     indextts = engine_is_indextts2(settings)
     add(check_python())
     add(check_packages(indextts))
+    add(check_audio())
     add(check_gpu(settings))
     if indextts:
         model_checks, cfg = check_model_dir(settings)

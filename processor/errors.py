@@ -16,12 +16,17 @@ class ErrorCode(StrEnum):
     REFERENCE_NOT_FOUND = "reference_not_found"
     REFERENCE_TOO_LARGE = "reference_too_large"
     BUCKET_NOT_ALLOWED = "bucket_not_allowed"
+    OUTPUT_NOT_ALLOWED = "output_not_allowed"
     UNKNOWN_VOICE = "unknown_voice"
     OUT_OF_MEMORY = "out_of_memory"
     ENGINE_ERROR = "engine_error"
     STORAGE_ERROR = "storage_error"
+    STORAGE_REJECTED = "storage_rejected"
     EXPIRED = "expired"
     TIMEOUT = "timeout"
+    # A failure nobody foresaw (a bug, a full disk): the request ends with it instead of the worker.
+    INTERNAL_ERROR = "internal_error"
+    UNSUPPORTED_FORMAT = "unsupported_format"
 
 
 # Codes a retry cannot fix: the request itself is wrong. Everything else may be transient.
@@ -33,9 +38,12 @@ PERMANENT = frozenset(
         ErrorCode.REFERENCE_NOT_FOUND,
         ErrorCode.REFERENCE_TOO_LARGE,
         ErrorCode.BUCKET_NOT_ALLOWED,
+        ErrorCode.OUTPUT_NOT_ALLOWED,
+        ErrorCode.STORAGE_REJECTED,
         ErrorCode.UNKNOWN_VOICE,
         ErrorCode.EXPIRED,
         ErrorCode.TIMEOUT,
+        ErrorCode.UNSUPPORTED_FORMAT,
     }
 )
 

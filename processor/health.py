@@ -1,8 +1,10 @@
 """Health: WorkerHealth events on Kafka, and /livez, /readyz, /metrics on one HTTP port.
 
-Liveness means the poll loop is ticking (a stuck loop, or a GPU job stuck far past its time limit,
-fails it so Kubernetes restarts the pod). Readiness means the model is loaded and warm and the
-consumer has joined the group. Status is derived from real signals, never hard-coded.
+Liveness means the poll loop is ticking and every stage thread is alive (a stuck loop, a dead
+thread, or a GPU job stuck far past its time limit fails it so Kubernetes restarts the pod).
+Readiness means the model is loaded and warm and the consumer has joined the group. The probes and
+the events read the processor's published snapshot, never Kafka or S3 directly. Status is derived
+from real signals, never hard-coded.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processor import events, metrics
@@ -44,18 +45,21 @@ class WorkerState:
         p = self.processor
         if p is None:
             return True, "starting"
-        stalled = time.monotonic() - p.last_tick
+        snap = p.snapshot
+        if snap.thread_failure is not None:
+            return False, snap.thread_failure
+        now = p.clock()
+        stalled = now - snap.last_tick
         if stalled > self.stall_seconds:
             return False, f"poll loop stalled for {stalled:.0f}s"
-        job = p.current
-        if job is not None and time.monotonic() - job.started > 2 * self.job_timeout_seconds:
+        if snap.current_started is not None and now - snap.current_started > 2 * self.job_timeout_seconds:
             return False, "GPU job stuck past twice its time limit"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
         if self.model is None:
             return False, "model not loaded"
-        if self.processor is None or not self.processor.joined:
+        if self.processor is None or not self.processor.snapshot.joined:
             return False, "consumer has not joined the group"
         if self.status in ("draining", "stopped"):
             return False, self.status
@@ -88,8 +92,9 @@ def health_record(
 ) -> dict[str, Any]:
     p = state.processor
     m = state.model
-    current = p.current if p is not None else None
-    counters = p.counters if p is not None else None
+    snap = p.snapshot if p is not None else None
+    now = p.clock() if p is not None else time.monotonic()
+    counters = snap.counters if snap is not None else None
     return {
         "worker_id": worker_id,
         "status": status,
@@ -100,8 +105,8 @@ def health_record(
                   "precision": m.precision if m else None, "load_seconds": m.load_seconds if m else None},
         "assignments": [{"topic": t, "partition": part, "lag": lag} for (t, part), lag in sorted(lags.items())],
         "current_job": (
-            {"request_id": current.request.request_id if current.request else "",
-             "running_seconds": time.monotonic() - current.started} if current is not None else None
+            {"request_id": snap.current_request or "", "running_seconds": now - snap.current_started}
+            if snap is not None and snap.current_started is not None else None
         ),
         "counters": {"done": counters.done if counters else 0, "failed": counters.failed if counters else 0,
                      "dead_lettered": counters.dead_lettered if counters else 0},
@@ -111,7 +116,10 @@ def health_record(
 
 
 class HealthReporter:
-    """Publishes WorkerHealth on an interval and on assignment changes; called from the poll thread."""
+    """Publishes WorkerHealth on an interval and on assignment changes.
+
+    It reads the processor's snapshot and never calls the consumer; listing voice presets reads S3,
+    so ``start()`` runs it on a thread of its own, away from the poll loop."""
 
     def __init__(self, state: WorkerState, processor: Processor, worker_id: str, interval: float) -> None:
         self.state = state
@@ -120,7 +128,25 @@ class HealthReporter:
         self.interval = interval
         self._last = float("-inf")  # the first tick publishes, whatever the monotonic clock's origin
         self._voices: list[str] = []
-        self._uncommitted: dict[tuple[str, int], int | None] = {}  # partition -> epoch it had no commit in
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="tts-health", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # health must never take the worker down
+                log.exception("health publishing failed")
+            self.p.assignment_changed.wait(min(1.0, self.interval))
 
     def tick(self) -> None:
         due = time.monotonic() - self._last >= self.interval
@@ -131,7 +157,8 @@ class HealthReporter:
     def reasons(self) -> list[str]:
         out: list[str] = []
         now = self.p.clock()
-        for label, err in (("storage", self.p.storage_error), ("broker", self.p.broker_error)):
+        snap = self.p.snapshot
+        for label, err in (("storage", snap.storage_error), ("broker", snap.broker_error)):
             if err is not None and now - err[0] < RECENT_ERROR_SECONDS:
                 out.append(f"{label}: {err[1]}"[:300])
         return out
@@ -156,8 +183,7 @@ class HealthReporter:
                     reasons.insert(0, why)
                 elif reasons:
                     status = "degraded"
-        lags = self._lags()
-        self.p.resync_stalled(lags, max(30.0, 3 * self.interval))
+        lags = dict(self.p.snapshot.lags)
         value = self.p.codecs["WorkerHealth"].encode(
             health_record(self.state, self.worker_id, status, self._voices, lags=lags, gpu=gpu, reasons=reasons))
         try:
@@ -165,33 +191,6 @@ class HealthReporter:
             self.p.events_producer.poll(0)
         except BufferError:
             log.warning("health event dropped: local queue full")
-
-    def _lags(self) -> dict[tuple[str, int], int | None]:
-        lags: dict[tuple[str, int], int | None] = {}
-        for tp in list(self.p.epochs):
-            lag: int | None = None
-            try:
-                # Cached watermarks (from the last fetch) never block the poll loop, e.g. during a
-                # broker outage; ask the broker (briefly) only when nothing is cached yet.
-                low, high = self.p.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
-                if high < 0 or low < 0:
-                    low, high = self.p.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=0.5, cached=False)
-                committed = self.p.committed.get(tp)
-                if committed is None and self._uncommitted.get(tp) == self.p.epochs.get(tp):
-                    committed = low  # asked the broker during this assignment: nothing committed yet
-                elif committed is None:
-                    got = self.p.consumer.committed([TopicPartition(*tp)], timeout=1)
-                    if got and got[0].offset >= 0:
-                        committed = self.p.committed[tp] = got[0].offset
-                    else:  # nothing committed: consumption starts at the log start (auto.offset.reset=earliest)
-                        self._uncommitted[tp] = self.p.epochs.get(tp)
-                        committed = low
-                lag = max(0, high - committed)
-                metrics.QUEUE_LAG.labels(tp[0], str(tp[1])).set(lag)
-            except Exception as exc:
-                log.debug("lag of %s unknown: %s", tp, exc)
-            lags[tp] = lag
-        return lags
 
 
 def serve_http(state: WorkerState, host: str, port: int) -> ThreadingHTTPServer:

@@ -43,11 +43,16 @@ class VoiceCatalog:
         self._lock = threading.Lock()
 
     def list(self, *, refresh: bool = False) -> dict[str, VoicePreset]:
+        # The S3 listing runs outside the lock: a slow or hanging store must not make every other
+        # reader (health, the prepare thread) wait on one caller's load. Two loads may overlap; the
+        # later one wins, which is as fresh as either.
         with self._lock:
-            if refresh or time.monotonic() - self._at > self.ttl:
-                self._cached = self._load()
-                self._at = time.monotonic()
-            return dict(self._cached)
+            if not refresh and time.monotonic() - self._at <= self.ttl:
+                return dict(self._cached)
+        loaded = self._load()
+        with self._lock:
+            self._cached, self._at = loaded, time.monotonic()
+            return dict(loaded)
 
     def resolve(self, name: str) -> VoicePreset:
         preset = self.list().get(name) or self.list(refresh=True).get(name)
@@ -78,6 +83,8 @@ class VoiceCatalog:
             try:
                 raw, _ = self.storage.get_capped(self.bucket, key, 64 * 1024)
                 meta = json.loads(raw)
+                if not isinstance(meta, dict):
+                    raise ValueError("voice.json is not an object")
                 name = str(meta["name"])
                 ref_key = str(meta.get("reference_key") or f"{Path(key).parent}/reference.wav")
             except (TtsError, ValueError, KeyError):

@@ -15,10 +15,13 @@ import struct
 import threading
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+if TYPE_CHECKING:
+    from processor.config import KafkaSettings, Settings
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -27,6 +30,11 @@ CONFLUENT_MAGIC = b"\x00"
 
 class DecodeError(ValueError):
     """The bytes are not a record we can read; the caller dead-letters them."""
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry could not be asked (down, timeout, 5xx): the record may be fine, so it is not
+    dead-lettered; the caller leaves it uncommitted and tries again later."""
 
 
 def _schema_dir() -> Path:
@@ -70,11 +78,39 @@ class SchemaRegistry:
         return int(self._client.register_schema(subject, Schema(json.dumps(schema), "AVRO")))
 
     def writer_schema(self, schema_id: int) -> Any:
+        """The parsed writer schema for ``schema_id``: ``DecodeError`` if the registry has no such id,
+        ``RegistryUnavailable`` if it could not be asked."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         with self._lock:
             if schema_id not in self._parsed:
-                fetched = self._client.get_schema(schema_id)
-                self._parsed[schema_id] = fastavro.parse_schema(json.loads(fetched.schema_str or "null"))
+                try:
+                    fetched = self._client.get_schema(schema_id)
+                except SchemaRegistryError as exc:
+                    if exc.http_status_code == 404:
+                        raise DecodeError(f"schema id {schema_id} is unknown to the registry") from exc
+                    raise RegistryUnavailable(f"registry error for schema id {schema_id}: "
+                                              f"HTTP {exc.http_status_code} {exc.error_message}") from exc
+                except Exception as exc:  # connection refused, timeout, TLS: the registry, not the record
+                    raise RegistryUnavailable(f"registry unreachable for schema id {schema_id}: "
+                                              f"{type(exc).__name__}") from exc
+                try:
+                    self._parsed[schema_id] = fastavro.parse_schema(json.loads(fetched.schema_str or "null"))
+                except Exception as exc:
+                    raise DecodeError(f"schema id {schema_id} is not an Avro schema we can parse: {exc}") from exc
             return self._parsed[schema_id]
+
+
+def _strip_timestamps(node: Any) -> Any:
+    # fastavro converts logical types as the WRITER's schema says, so this is the copy to read with.
+    if isinstance(node, dict):
+        out = {k: _strip_timestamps(v) for k, v in node.items()}
+        if str(out.get("logicalType", "")).startswith(("timestamp-", "local-timestamp-")):
+            del out["logicalType"]
+        return out
+    if isinstance(node, list):
+        return [_strip_timestamps(v) for v in node]
+    return node
 
 
 class Codec:
@@ -87,12 +123,19 @@ class Codec:
         self._subject = subject
         self._schema_id: int | None = None
         self._fingerprint = schema_fingerprint(schema_json(name))
+        self._raw_writers: dict[int, Any] = {}
         # Writers we can resolve by fingerprint: ours, plus older versions kept in schemas/history/.
         self._known: dict[bytes, Any] = {self._fingerprint: self._schema}
         history = _schema_dir() / "history"
         for path in sorted(history.glob(f"{name}.*.avsc")) if history.is_dir() else []:
             old = json.loads(path.read_text())
             self._known[schema_fingerprint(old)] = fastavro.parse_schema(old)
+
+    def _without_timestamps(self, writer: Any) -> Any:
+        key = id(writer)  # writers are cached for the codec's life, so their ids stay theirs
+        if key not in self._raw_writers:
+            self._raw_writers[key] = _strip_timestamps(writer)
+        return self._raw_writers[key]
 
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
@@ -105,7 +148,9 @@ class Codec:
         fastavro.schemaless_writer(out, self._schema, record)
         return out.getvalue()
 
-    def decode(self, data: bytes | None) -> dict[str, Any]:
+    def decode(self, data: bytes | None, *, raw_timestamps: bool = False) -> dict[str, Any]:
+        """The record in ``data``. ``raw_timestamps``: timestamp fields stay longs (millis), so a value
+        no datetime can hold (a deadline of 2**63-1) reaches validation instead of failing the decode."""
         if not data:
             raise DecodeError("empty value")
         if data[:2] == SINGLE_OBJECT_MAGIC:
@@ -117,13 +162,12 @@ class Codec:
             if self._registry is None:
                 raise DecodeError("registry-framed record but no SCHEMA_REGISTRY_URL is configured")
             (schema_id,) = struct.unpack(">I", data[1:5])
-            try:
-                writer = self._registry.writer_schema(schema_id)
-            except Exception as exc:
-                raise DecodeError(f"schema id {schema_id} not resolvable: {type(exc).__name__}") from exc
+            writer = self._registry.writer_schema(schema_id)
             body = data[5:]
         else:
             raise DecodeError("not Avro: no single-object or registry magic bytes")
+        if raw_timestamps:
+            writer = self._without_timestamps(writer)
         buf = io.BytesIO(body)
         try:
             record = fastavro.schemaless_reader(buf, writer, self._schema)
@@ -134,3 +178,25 @@ class Codec:
         if not isinstance(record, dict):
             raise DecodeError(f"{self.name} payload is not a record")
         return record
+
+
+# The one table of which schema travels on which topic (a KafkaSettings attribute). The worker, the
+# doctor, the console and the CLI all read it, so a new topic or a renamed setting changes one line.
+SCHEMA_TOPICS: dict[str, str] = {
+    "TtsRequest": "request_topic",
+    "TtsResult": "result_topic",
+    "TtsProgress": "progress_topic",
+    "WorkerHealth": "health_topic",
+    "DeadLetter": "dlq_topic",
+}
+
+
+def topic_of(schema: str, kafka: KafkaSettings) -> str:
+    topic: str = getattr(kafka, SCHEMA_TOPICS[schema])
+    return topic
+
+
+def make_codecs(settings: Settings) -> dict[str, Codec]:
+    """One codec per schema, registering under the ``<topic>-value`` subject (TopicNameStrategy)."""
+    registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
+    return {name: Codec(name, registry, f"{topic_of(name, settings.kafka)}-value") for name in SCHEMA_TOPICS}

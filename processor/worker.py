@@ -13,22 +13,16 @@ import signal
 import time
 from types import FrameType
 
-from confluent_kafka import KafkaError
-
-from processor import logs
+from processor import logs, tracing
+from processor.audio import available_formats, encoder_problems
 from processor.config import EngineSettings, Settings
 from processor.engine.base import Engine
 from processor.health import HealthReporter, WorkerState, health_record, serve_http
-from processor.kafka_io import (
-    consumer_config,
-    make_consumer,
-    make_producer,
-    plain_producer_config,
-    transactional_producer_config,
-)
-from processor.pipeline import FatalKafkaError, Processor
+from processor.kafka_io import make_producer, plain_producer_config
+from processor.pipeline import Processor
+from processor.session import FatalKafkaError, KafkaSession
 from processor.storage import Storage
-from processor.wire import Codec, SchemaRegistry
+from processor.wire import make_codecs
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +37,10 @@ def load_engine(settings: EngineSettings) -> Engine:
     return engine
 
 
-def make_codecs(settings: Settings) -> dict[str, Codec]:
-    registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
-    k = settings.kafka
-    subjects = {"TtsRequest": k.request_topic, "TtsResult": k.result_topic, "TtsProgress": k.progress_topic,
-                "WorkerHealth": k.health_topic, "DeadLetter": k.dlq_topic}
-    return {name: Codec(name, registry, f"{topic}-value") for name, topic in subjects.items()}
-
-
 def run_worker(settings: Settings) -> int:
     logs.configure(settings.log_level, settings.secrets())
     w = settings.worker
+    tracing.configure(settings.tracing.traces_exporter, service_name=settings.tracing.service_name, worker_id=w.id)
     state = WorkerState(w.liveness_stall_seconds, w.job_timeout_seconds)
     server = serve_http(state, settings.http.host, settings.http.port)
     codecs = make_codecs(settings)
@@ -93,27 +80,25 @@ def run_worker(settings: Settings) -> int:
         raise
     state.model = engine.info
     log.info("engine ready in %.1fs: %s", time.monotonic() - t0, engine.info)
+    # Try every encoder once now: a format this build cannot encode is refused from the start (its
+    # requests get unsupported_format) instead of failing after a GPU run.
+    for fmt, why in encoder_problems().items():
+        log.error("output %s refused: %s", fmt, why)
+    log.info("output formats: %s", ", ".join(available_formats()))
     if stop_early:
         announce("stopped")
         events_producer.flush(5)
         server.shutdown()
         return 0
 
-    def broker_error(err: KafkaError) -> None:
-        log.warning("kafka: %s", err)
-        if processor is not None and err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            processor.broker_error = (processor.clock(), err.str())
-
-    processor: Processor | None = None
-    processor = Processor(
-        settings, engine, Storage(settings.s3),
-        make_consumer(consumer_config(settings.kafka, w.id, broker_error)),
-        make_producer(transactional_producer_config(settings.kafka, w.id, broker_error)),
-        events_producer, codecs,
-    )
+    session = KafkaSession.connect(settings.kafka, w.id, budget_seconds=w.kafka_call_budget(),
+                                   park_in_txn_seconds=w.test_park_in_txn_seconds)
+    processor = Processor(settings, engine, Storage(settings.s3), session, events_producer, codecs)
     state.processor = processor
     state.status = "ready"
+    # Its own thread: listing voice presets reads S3, which must never hold up the poll loop.
     reporter = HealthReporter(state, processor, w.id, w.health_interval_seconds)
+    reporter.start()
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: draining (grace %.0fs)", signum, w.shutdown_grace_seconds)
@@ -124,12 +109,14 @@ def run_worker(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     code = 0
     try:
-        processor.run(on_tick=reporter.tick)
+        processor.run()
     except FatalKafkaError as exc:
         log.error("%s; exiting so the orchestrator restarts this worker", exc)
         code = EXIT_FATAL
     state.status = "stopped"
+    reporter.stop()
     reporter.publish("stopped")
     events_producer.flush(5)
+    tracing.shutdown()  # flushes spans still batched for export
     server.shutdown()
     return code

@@ -19,10 +19,10 @@ if ! command -v uv >/dev/null 2>&1; then
     python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
 fi
 
-step "python environment (uv sync --frozen; torch is large, uv caches it)"
-uv sync --frozen
+step "python environment (uv sync --locked: a lock out of step with pyproject.toml fails; torch is large, uv caches it)"
+uv sync --locked
 
-step "Kafka + S3Proxy jars (Maven Central, cached in .cache/jars)"
+step "Kafka + S3Proxy jars and the Apicurio schema registry (Maven Central, cached in .cache/jars; the registry build takes 1-2 min, once)"
 uv run python -m devstack.stack fetch
 
 step "tiny random IndexTTS2 (built locally, seconds) and one-time NeMo/numba cache warm-up"

@@ -17,7 +17,7 @@ from devstack.testing import UniqueNames
 if TYPE_CHECKING:
     from devstack.stack import LocalStack
 
-_STACK_FIXTURES = frozenset({"stack", "bucket", "make_topics"})
+_STACK_FIXTURES = frozenset({"stack", "bucket", "make_topics", "registry"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -33,6 +33,13 @@ def stack() -> Iterator[LocalStack]:
 
     with LocalStack() as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def registry(stack: LocalStack) -> str:
+    """The session's schema registry URL (Confluent API): ``SCHEMA_REGISTRY_URL`` if set, else a local
+    Apicurio Registry process started on first use and stopped with the stack."""
+    return stack.start_registry()
 
 
 @pytest.fixture

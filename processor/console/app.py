@@ -12,7 +12,9 @@ static page (``static/``: vanilla JS + CSS, no build step). The page polls the J
     GET  /api/requests/{id}       state, latest progress, result
     GET  /api/workers             WorkerHealth view: status, GPU, model, partitions + lag, job, throughput
     GET  /api/history             recent results (all clients), newest first
-    GET  /api/audio/{id}          the result WAV, proxied from S3 (Range supported)
+    GET  /api/audio/{id}          the result's audio, proxied from S3 (Range supported)
+    GET  /api/pieces/{id}/{n}     streamed segment n of a request (stream_segments), from its progress event
+    GET  /api/subtitles/{id}/{f}  the result's srt or vtt file
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from processor.audio import DEFAULT_TRUE_PEAK_DBTP, FORMATS, MP3_RATES, available_formats
 from processor.config import Settings
 from processor.console.backend import MODEL_DEFAULTS, Backend, ConsoleError
 from processor.console.segments import NOTE, estimate_segments
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+STANDARD_RATES = MP3_RATES  # the rates people ask for (telephony to video); WAV and FLAC take any in range
 
 
 def _error(exc: ConsoleError) -> JSONResponse:
@@ -77,6 +81,12 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             "bucket": settings.s3.bucket,
             "request_topic": settings.kafka.request_topic,
             "segment_note": NOTE,
+            "output": {
+                "formats": available_formats(),
+                "rates": {f: list(info.rates) if info.rates else list(STANDARD_RATES) for f, info in FORMATS.items()},
+                "loudness_presets": [-14.0, -16.0, -23.0],
+                "true_peak_dbtp": DEFAULT_TRUE_PEAK_DBTP,
+            },
         })
 
     async def status(_: Request) -> Response:
@@ -154,11 +164,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             return _bad("limit must be an integer")
         return JSONResponse({"results": be.history(limit)})
 
-    async def audio(request: Request) -> Response:
-        try:
-            bucket, key = be.audio_location(request.path_params["request_id"])
-        except ConsoleError as exc:
-            return _error(exc)
+    async def proxy(request: Request, bucket: str, key: str, content_type: str) -> Response:
+        """An S3 object streamed through the console (Range supported, so players can seek)."""
         rng = request.headers.get("range")
         extra: dict[str, Any] = {}
         m = _RANGE.match(rng.strip()) if rng else None
@@ -188,7 +195,30 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         if "ContentRange" in obj:
             headers["Content-Range"] = obj["ContentRange"]
         return StreamingResponse(chunks(), status_code=206 if "ContentRange" in obj else 200,
-                                 media_type="audio/wav", headers=headers)
+                                 media_type=content_type, headers=headers)
+
+    async def audio(request: Request) -> Response:
+        try:
+            bucket, key, content_type = be.audio_location(request.path_params["request_id"])
+        except ConsoleError as exc:
+            return _error(exc)
+        return await proxy(request, bucket, key, content_type)
+
+    async def piece(request: Request) -> Response:
+        try:
+            bucket, key, content_type = be.piece_location(request.path_params["request_id"],
+                                                          request.path_params["index"])
+        except ConsoleError as exc:
+            return _error(exc)
+        return await proxy(request, bucket, key, content_type)
+
+    async def subtitle(request: Request) -> Response:
+        try:
+            bucket, key, content_type = be.subtitle_location(request.path_params["request_id"],
+                                                             request.path_params["fmt"])
+        except ConsoleError as exc:
+            return _error(exc)
+        return await proxy(request, bucket, key, f"{content_type}; charset=utf-8")
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -206,6 +236,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         Route("/api/workers", workers),
         Route("/api/history", history),
         Route("/api/audio/{request_id:str}", audio),
+        Route("/api/pieces/{request_id:str}/{index:int}", piece),
+        Route("/api/subtitles/{request_id:str}/{fmt:str}", subtitle),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -26,6 +26,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
+from processor import tracing
 from processor.config import Settings
 from processor.errors import ErrorCode, TtsError
 from processor.references import check_audio
@@ -47,9 +48,13 @@ REQUEST_NULLS: dict[str, Any] = {
                       "num_beams", "repetition_penalty", "max_mel_tokens", "interval_silence_ms", "output_bucket",
                       "output_key_prefix", "workflow_id", "stage_name", "deadline", "created_at")
 }
+# Output settings the form may send; absent or empty means the request's default.
+OUTPUT_FIELDS = ("output_format", "sample_rate", "channels", "bitrate_kbps", "loudness", "true_peak_dbtp",
+                 "subtitles", "stream_segments")
 UPLOAD_PREFIX = "uploads"
 HISTORY_TAIL = 100  # records per partition read back at start for the history
 PROGRESS_TAIL = 200
+TRACE_KEY = "_trace_id"  # set on decoded records by the tailers: not a schema field
 THROUGHPUT_WINDOW = 300.0  # seconds
 WORKER_FORGET_SECONDS = 3600.0
 AUDIO_SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg"}
@@ -68,6 +73,24 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and value != value:  # NaN is not JSON
         return None
     return value
+
+
+def _timeline(request_id: str, progress: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per segment seen so far (the latest event wins), with its text, timing and piece."""
+    rows: dict[int, dict[str, Any]] = {}
+    for e in progress:
+        index = e.get("segment")
+        if not isinstance(index, int):
+            continue
+        audio = e.get("audio")
+        rows[index] = {
+            "index": index, "text": e.get("text"), "start_seconds": e.get("start_seconds"),
+            "end_seconds": e.get("end_seconds"),
+            "audio_url": f"api/pieces/{request_id}/{index}" if audio else None,
+            "offset_seconds": audio.get("offset_seconds") if audio else None,
+            "duration_seconds": audio.get("duration_seconds") if audio else None,
+        }
+    return [rows[i] for i in sorted(rows)]
 
 
 class ConsoleError(Exception):
@@ -91,6 +114,7 @@ class Job:
     emotion_mode: str
     segments_estimate: int
     progress: list[dict[str, Any]] = field(default_factory=list)
+    trace_id: str | None = None  # of the traceparent this console sent with the request
 
 
 @dataclass
@@ -183,6 +207,8 @@ class Tailer(threading.Thread):
             except DecodeError:
                 self.undecodable += 1
                 continue
+            # The record's trace (W3C traceparent header), kept beside it for the views.
+            record[TRACE_KEY] = tracing.trace_id(msg.headers())
             self.records += 1
             try:
                 self.handle(record)
@@ -259,7 +285,9 @@ class Backend:
             events = self.progress.setdefault(rid, [])
             events.append({"segment": rec.get("segment"), "segments": rec.get("segments"),
                            "worker_id": rec.get("worker_id"), "elapsed_seconds": rec.get("elapsed_seconds"),
-                           "emitted_at": rec.get("emitted_at")})
+                           "emitted_at": rec.get("emitted_at"), "text": rec.get("text"),
+                           "start_seconds": rec.get("start_seconds"), "end_seconds": rec.get("end_seconds"),
+                           "audio": rec.get("audio"), "trace_id": rec.get(TRACE_KEY)})
             del events[:-200]
             self.progress.move_to_end(rid)
             while len(self.progress) > 1000:
@@ -300,8 +328,11 @@ class Backend:
             state = "done" if result.get("status") == "success" else "error"
         elif latest is not None:
             state = "running"
+        traced = [job.trace_id if job else None, (result or {}).get(TRACE_KEY),
+                  *(e.get("trace_id") for e in progress)]
         view: dict[str, Any] = jsonable({
             "request_id": request_id,
+            "trace_id": next((t for t in traced if t), None),
             "state": state,
             "submitted_at": job.submitted_at if job else None,
             "text": job.text if job else None,
@@ -310,6 +341,7 @@ class Backend:
             "segments_estimate": job.segments_estimate if job else None,
             "progress": latest,
             "progress_events": len(progress),
+            "timeline": _timeline(request_id, progress),
             "result": self._result_view(result) if result is not None else None,
         })
         return view
@@ -322,6 +354,7 @@ class Backend:
         job = self.jobs.get(str(r.get("request_id")))
         return {
             "request_id": r.get("request_id"),
+            "trace_id": r.get(TRACE_KEY) or (job.trace_id if job else None),
             "status": r.get("status"),
             "error_code": r.get("error_code"),
             "error_message": r.get("error_message"),
@@ -334,6 +367,16 @@ class Backend:
             "synthesis_rtf": synthesis / duration if ok and duration and synthesis is not None else None,
             "segments": r.get("segments"),
             "sample_rate": r.get("sample_rate"),
+            "output_format": r.get("output_format") or "wav",
+            "content_type": r.get("content_type") or "audio/wav",
+            "channels": r.get("channels"),
+            "bitrate_kbps": r.get("bitrate_kbps"),
+            "loudness_lufs": r.get("loudness_lufs"),
+            "true_peak_dbtp": r.get("true_peak_dbtp"),
+            "segment_timing": r.get("segment_timing") or [],
+            "subtitles": [{"format": f.get("format"), "uri": f.get("uri"), "size_bytes": f.get("size_bytes"),
+                           "url": f"api/subtitles/{r.get('request_id')}/{f.get('format')}"}
+                          for f in r.get("subtitles") or []],
             "size_bytes": r.get("size_bytes"),
             "worker_id": r.get("worker_id"),
             "model": r.get("model"),
@@ -396,12 +439,33 @@ class Backend:
                 }))
         return out
 
-    def audio_location(self, request_id: str) -> tuple[str, str]:
+    def audio_location(self, request_id: str) -> tuple[str, str, str]:
+        """Bucket, key and content type of a result's audio."""
         with self.lock:
             r = self.results.get(request_id)
         if r is None or r.get("status") != "success" or not r.get("output_key"):
             raise ConsoleError(404, "not_found", f"no successful result for {request_id} in recent history")
-        return str(r.get("output_bucket") or self.settings.s3.bucket), str(r["output_key"])
+        return (str(r.get("output_bucket") or self.settings.s3.bucket), str(r["output_key"]),
+                str(r.get("content_type") or "audio/wav"))
+
+    def piece_location(self, request_id: str, index: int) -> tuple[str, str, str]:
+        """Bucket, key and content type of a streamed segment, from its progress event."""
+        with self.lock:
+            events = list(self.progress.get(request_id, []))
+        for e in reversed(events):  # a redone job may have announced the segment again: the latest wins
+            audio = e.get("audio")
+            if e.get("segment") == index and audio:
+                return str(audio["bucket"]), str(audio["key"]), str(audio["content_type"])
+        raise ConsoleError(404, "not_found", f"no stored segment {index} of {request_id} in recent progress")
+
+    def subtitle_location(self, request_id: str, fmt: str) -> tuple[str, str, str]:
+        with self.lock:
+            r = self.results.get(request_id)
+        for f in (r or {}).get("subtitles") or []:
+            if f.get("format") == fmt:
+                bucket = str(r.get("output_bucket") or self.settings.s3.bucket) if r else ""
+                return bucket, str(f["key"]), "text/vtt" if fmt == "vtt" else "application/x-subrip"
+        raise ConsoleError(404, "not_found", f"no {fmt} subtitles for {request_id} in recent history")
 
     # ------------------------------------------------------------------ writes
 
@@ -456,6 +520,10 @@ class Backend:
             raise ConsoleError(400, "invalid_request", f"emotion_mode: unknown mode '{mode}'")
         if mode != "same_as_voice" and alpha is not None:
             record["emotion_alpha"] = alpha
+        for name in OUTPUT_FIELDS:
+            value = form.get(name)
+            if value is not None and value != "":
+                record[name] = value
         segment_tokens = form.get("max_text_tokens_per_segment")
         if segment_tokens is not None:
             record["max_text_tokens_per_segment"] = segment_tokens
@@ -485,10 +553,11 @@ class Backend:
         for name in ("emotion_vector",):
             if record.get(name) is not None:
                 record[name] = [float(x) for x in record[name]]
-        for name in ("top_p", "temperature", "repetition_penalty", "emotion_alpha"):
+        for name in ("top_p", "temperature", "repetition_penalty", "emotion_alpha", "loudness", "true_peak_dbtp"):
             if record.get(name) is not None:
                 record[name] = float(record[name])
-        for name in ("top_k", "num_beams", "max_mel_tokens", "interval_silence_ms", "max_text_tokens_per_segment"):
+        for name in ("top_k", "num_beams", "max_mel_tokens", "interval_silence_ms", "max_text_tokens_per_segment",
+                     "sample_rate", "channels", "bitrate_kbps"):
             if record.get(name) is not None:
                 record[name] = int(record[name])
         value = self.codecs["TtsRequest"].encode(record)
@@ -507,7 +576,12 @@ class Backend:
                                             len(estimate_segments(req.text, req.max_text_tokens_per_segment)))
             while len(self.jobs) > 500:
                 self.jobs.popitem(last=False)
-        producer.produce(self.settings.kafka.request_topic, value, req.request_id.encode(), on_delivery=delivered)
+        # Every console request starts a trace: the workers continue it, and its id is shown here.
+        traceparent = tracing.new_traceparent()
+        with self.lock:
+            self.jobs[req.request_id].trace_id = tracing.trace_id([("traceparent", traceparent)])
+        producer.produce(self.settings.kafka.request_topic, value, req.request_id.encode(), on_delivery=delivered,
+                         headers=[("traceparent", traceparent.encode())])
         left = producer.flush(15)
         if left or errors:
             with self.lock:

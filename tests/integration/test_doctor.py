@@ -85,6 +85,7 @@ def test_healthy(doctor: Run, topics: Topics, bucket: str, stack: Any) -> None:
     for pkg in ("confluent-kafka", "torch", "indextts2-inference", "boto3"):
         assert re.search(rf"^PASS  {re.escape(pkg)} +\d", out, re.M), pkg
     assert re.search(r"^(PASS|WARN)  gpu ", out, re.M)  # no GPU is a warning, never a failure
+    assert has(out, "PASS", "audio formats", "wav, flac, opus, mp3; loudness")
     model_line = next(ln for ln in out.splitlines() if ln.startswith("PASS  model dir"))
     for name in ("gpt.pth", "s2mel.pth", "bpe.model", "wav2vec2bert_stats.pt", "feat1.pt", "feat2.pt",
                  "qwen0.6bemo4-merge/"):

@@ -438,16 +438,12 @@ def in_process(stack: Any, tmp_path: Path) -> Iterator[InProcess]:
     """A real Processor (real Kafka, S3, HTTP probes) in a thread, with a tick callback that can block."""
     from processor.config import EngineSettings, HttpSettings, KafkaSettings, S3Settings, Settings, WorkerSettings
     from processor.health import HealthReporter, WorkerState, serve_http
-    from processor.kafka_io import (
-        consumer_config,
-        make_consumer,
-        make_producer,
-        plain_producer_config,
-        transactional_producer_config,
-    )
+    from processor.kafka_io import make_producer, plain_producer_config
     from processor.pipeline import Processor
+    from processor.session import KafkaSession
     from processor.storage import Storage
-    from processor.worker import load_engine, make_codecs
+    from processor.wire import make_codecs
+    from processor.worker import load_engine
 
     prefix = f"live-{uuid.uuid4().hex[:8]}"
     topics = Topics.create(stack, prefix, partitions=1)
@@ -472,9 +468,7 @@ def in_process(stack: Any, tmp_path: Path) -> Iterator[InProcess]:
     engine.warm_up()
     state.model = engine.info
     events_producer = make_producer(plain_producer_config(settings.kafka, w.id))
-    processor = Processor(settings, engine, Storage(settings.s3),
-                          make_consumer(consumer_config(settings.kafka, w.id)),
-                          make_producer(transactional_producer_config(settings.kafka, w.id)),
+    processor = Processor(settings, engine, Storage(settings.s3), KafkaSession.connect(settings.kafka, w.id),
                           events_producer, make_codecs(settings))
     state.processor = processor
     state.status = "ready"
@@ -501,7 +495,7 @@ def in_process(stack: Any, tmp_path: Path) -> Iterator[InProcess]:
         server.shutdown()
         server.server_close()
         # Producers have no close(): drop the last references so they stop before the stack does.
-        processor.txn = processor.events_producer = processor.consumer = None
+        processor.session = processor.events_producer = None
         del events_producer
         gc.collect()
 

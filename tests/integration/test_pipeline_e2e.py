@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import subprocess
+import sys
+import time
+import uuid
 import wave
 from collections import Counter
 from collections.abc import Iterator
@@ -16,16 +21,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
 
+from processor.wire import schema_fingerprint
 from tests.support.audio import NOT_AUDIO, voice_clip
-from tests.support.workers import Topics, WorkerProcess, produce, read_all, request, worker_env
+from tests.support.workers import REPO, Topics, WorkerProcess, produce, read_all, request, worker_env
 
 
 class Env:
-    def __init__(self, stack: Any, topics: Topics, bucket: str, worker: WorkerProcess) -> None:
+    def __init__(self, stack: Any, topics: Topics, bucket: str, worker: WorkerProcess,
+                 registry_url: str | None = None) -> None:
         self.stack, self.topics, self.bucket, self.worker = stack, topics, bucket, worker
+        self.registry_url = registry_url  # set: Confluent framing through the real registry, both ways
         self.s3 = stack.s3_client()
+
+    def produce(self, records: Any, **kw: Any) -> int:
+        return produce(self.stack.kafka_bootstrap, self.topics.requests, records, registry_url=self.registry_url,
+                       **kw)
 
     @property
     def voice(self) -> str:
@@ -33,7 +46,7 @@ class Env:
 
     def results(self, n: int, timeout: float = 90) -> list[dict[str, Any]]:
         return [r for r, _ in read_all(self.stack.kafka_bootstrap, self.topics.results, "TtsResult",
-                                       until=n, timeout=timeout)]
+                                       until=n, timeout=timeout, registry_url=self.registry_url)]
 
     def results_for(self, request_id: str, count: int = 1, timeout: float = 90, settle: float = 2.0,
                     ) -> list[dict[str, Any]]:
@@ -42,15 +55,20 @@ class Env:
             return [r for r in records if r["request_id"] == request_id]
 
         found = read_all(self.stack.kafka_bootstrap, self.topics.results, "TtsResult", timeout=timeout,
-                         stop=lambda records: len(mine(records)) >= count)
+                         stop=lambda records: len(mine(records)) >= count, registry_url=self.registry_url)
         extra = read_all(self.stack.kafka_bootstrap, self.topics.results, "TtsResult", until=len(found),
-                         timeout=settle + 5, settle=settle)
+                         timeout=settle + 5, settle=settle, registry_url=self.registry_url)
         return mine([r for r, _ in extra])
 
 
-@pytest.fixture(scope="module", params=["classic", "consumer"])
+@pytest.fixture(scope="module", params=[("classic", "single-object"), ("consumer", "single-object"),
+                                        ("classic", "registry")], ids=lambda p: "-".join(p))
 def env(request: pytest.FixtureRequest, stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    """One worker per group protocol: the whole module runs under classic and under KIP-848."""
+    """One worker per group protocol and wire format: the whole module runs under classic and KIP-848
+    with registry-free single-object encoding (the default), and once more with every record (requests,
+    results, dead letters) in Confluent framing through the real schema registry."""
+    protocol, wire = request.param
+    registry_url = request.getfixturevalue("registry") if wire == "registry" else None
     tmp = tmp_path_factory.mktemp("e2e")
     prefix = f"e2e-{datetime.now(UTC).strftime('%H%M%S%f')}"
     topics = Topics.create(stack, prefix, partitions=4)
@@ -63,12 +81,13 @@ def env(request: pytest.FixtureRequest, stack: Any, tmp_path_factory: pytest.Tem
     s3.put_object(Bucket=bucket, Key="voices/huge.wav", Body=voice_clip(seconds=8.0))
     s3.put_object(Bucket=f"{prefix}-other", Key="bob.wav", Body=voice_clip(seed=2))
     worker = WorkerProcess(worker_env(stack, topics, bucket, f"{prefix}-group", tmp,
-                                      S3_MAX_REFERENCE_BYTES="200000", KAFKA_GROUP_PROTOCOL=request.param,
-                                      TONE_ENGINE_VARY="1"),
+                                      S3_MAX_REFERENCE_BYTES="200000", KAFKA_GROUP_PROTOCOL=protocol,
+                                      TONE_ENGINE_VARY="1",
+                                      **({"SCHEMA_REGISTRY_URL": registry_url} if registry_url else {})),
                            tmp / "worker.log").start()
     try:
         worker.wait_ready()
-        yield Env(stack, topics, bucket, worker)
+        yield Env(stack, topics, bucket, worker, registry_url)
     finally:
         worker.terminate()
         try:
@@ -85,9 +104,8 @@ def wav_info(data: bytes) -> tuple[int, float]:
 
 def test_requests_across_partitions_each_get_one_verified_wav(env: Env) -> None:
     ids = [f"multi-{i:02d}" for i in range(24)]
-    produce(env.stack.kafka_bootstrap, env.topics.requests,
-            [request(i, env.voice, text=f"request number {n} " * (1 + n % 3)) for n, i in enumerate(ids)],
-            partition_by_index=4)
+    env.produce([request(i, env.voice, text=f"request number {n} " * (1 + n % 3)) for n, i in enumerate(ids)],
+                partition_by_index=4)
     results = [r for r in env.results(len(ids)) if r["request_id"].startswith("multi-")]
     counts = Counter(r["request_id"] for r in results)
     assert set(counts) == set(ids) and set(counts.values()) == {1}
@@ -106,17 +124,23 @@ def test_requests_across_partitions_each_get_one_verified_wav(env: Env) -> None:
 
 
 def test_undecodable_bytes_go_to_the_dlq_and_the_worker_keeps_serving(env: Env) -> None:
-    garbage = b"\x00\x00\x00\x00\x07not avro at all"
-    produce(env.stack.kafka_bootstrap, env.topics.requests, [garbage, b"{\"json\": true}"], partition_by_index=1)
-    produce(env.stack.kafka_bootstrap, env.topics.requests, [request("after-dlq", env.voice)], partition_by_index=1)
-    dead = read_all(env.stack.kafka_bootstrap, env.topics.dlq, "DeadLetter", until=2, timeout=60)
+    # Registry framing with an id no registry has handed out: a dead letter either way, with the reason.
+    garbage = b"\x00\x7f\xff\xff\xf0not avro at all"
+    env.produce([garbage, b"{\"json\": true}"], partition_by_index=1)
+    env.produce([request("after-dlq", env.voice)], partition_by_index=1)
+    dead = read_all(env.stack.kafka_bootstrap, env.topics.dlq, "DeadLetter", until=2, timeout=60,
+                    registry_url=env.registry_url)
     assert len(dead) == 2
     record, msg = dead[0]
     headers = dict(msg.headers())
     assert record["original_value"] == garbage and record["reason"] == "undecodable"
     assert headers["dlq.source.topic"] == env.topics.requests.encode()
     assert headers["dlq.source.partition"] == b"0" and int(headers["dlq.source.offset"]) >= 0
-    assert b"registry" in headers["dlq.error"]
+    if env.registry_url:
+        assert headers["dlq.error"] == b"schema id 2147483632 is unknown to the registry"
+        assert msg.value()[:1] == b"\x00"  # the dead letter itself is registry-framed
+    else:
+        assert b"no SCHEMA_REGISTRY_URL" in headers["dlq.error"]
     after = env.results_for("after-dlq")
     assert len(after) == 1 and after[0]["status"] == "success"
     assert env.worker.alive
@@ -136,7 +160,7 @@ def test_undecodable_bytes_go_to_the_dlq_and_the_worker_keeps_serving(env: Env) 
 ])
 def test_bad_requests_get_error_results_with_codes(env: Env, rid: str, fields: dict[str, Any], code: str) -> None:
     fields = {k: v.format(bucket=env.bucket) if isinstance(v, str) else v for k, v in fields.items()}
-    produce(env.stack.kafka_bootstrap, env.topics.requests, [request(rid, fields.pop("voice", env.voice), **fields)])
+    env.produce([request(rid, fields.pop("voice", env.voice), **fields)])
     mine = env.results_for(rid)
     assert len(mine) == 1
     assert mine[0]["status"] == "error" and mine[0]["error_code"] == code, mine[0]
@@ -148,8 +172,8 @@ def test_a_redo_never_changes_the_object_an_earlier_result_names(env: Env) -> No
     """The engine renders other bytes on the redo (as a GPU may): each attempt's WAV gets its own
     content-addressed key, so the first result's object is still exactly what its sha256 says."""
     req = request("again", env.voice, text="say it twice", output_key_prefix="redo")
-    produce(env.stack.kafka_bootstrap, env.topics.requests, [req])
-    produce(env.stack.kafka_bootstrap, env.topics.requests, [req])
+    env.produce([req])
+    env.produce([req])
     mine = env.results_for("again", count=2)
     assert len(mine) == 2
     assert mine[0]["sha256"] != mine[1]["sha256"]  # the redo rendered other bytes
@@ -164,3 +188,64 @@ def test_a_redo_never_changes_the_object_an_earlier_result_names(env: Env) -> No
 def test_worker_log_holds_no_secret(env: Env) -> None:
     secret = env.worker.env.get("AWS_SECRET_ACCESS_KEY")
     assert secret and secret not in Path(env.worker.log_path).read_text()
+
+
+def test_a_request_written_by_another_producer_with_an_older_schema_is_served(env: Env) -> None:
+    """Another team's producer, on the previous TtsRequest version (schemas/history) and another Avro
+    library: with the registry, confluent-kafka's own AvroSerializer registers that older version
+    and frames the record; without it, fastavro writes single-object encoding with its fingerprint."""
+    older = sorted((REPO / "schemas" / "history").glob("TtsRequest.*.avsc"))
+    assert older, "schemas/history holds no older TtsRequest"
+    schema = json.loads(older[-1].read_text())
+    rid = f"older-producer-{uuid.uuid4().hex[:6]}"
+    fields = {f["name"] for f in schema["fields"]}
+    record = {k: v for k, v in request(rid, env.voice, text="written with an older schema").items() if k in fields}
+    if env.registry_url:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroSerializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        serializer = AvroSerializer(SchemaRegistryClient({"url": env.registry_url}), json.dumps(schema),
+                                    conf={"auto.register.schemas": True})
+        value = serializer(record, SerializationContext(env.topics.requests, MessageField.VALUE))
+        assert value is not None and value[:1] == b"\x00"
+    else:
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+        value = b"\xc3\x01" + schema_fingerprint(schema) + out.getvalue()
+    env.produce([value])
+    mine = env.results_for(rid)
+    assert len(mine) == 1 and mine[0]["status"] == "success", mine
+    assert mine[0]["size_bytes"] > 0
+
+
+def test_cli_submit_waits_for_its_own_result_on_this_wire_format(env: Env) -> None:
+    rid = f"cli-{uuid.uuid4().hex[:6]}"
+    done = subprocess.run(
+        [sys.executable, "-m", "processor.cli", "submit", "--request-id", rid, "--voice", env.voice,
+         "--text", "submitted from the command line", "--wait", "--timeout", "60"],
+        env=env.worker.env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["request_id"] == rid and result["status"] == "success"
+    raw = [m for _, m in read_raw(env.stack.kafka_bootstrap, env.topics.requests) if m.key() == rid.encode()]
+    assert len(raw) == 1 and raw[0].value()[:1] == (b"\x00" if env.registry_url else b"\xc3")
+
+
+def read_raw(bootstrap: str, topic: str, timeout: float = 20) -> list[tuple[None, Any]]:
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:8]}", "log_level": 2,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    out: list[tuple[None, Any]] = []
+    deadline, idle = time.monotonic() + timeout, time.monotonic()
+    try:
+        while time.monotonic() < deadline and time.monotonic() - idle < 3:
+            msg = c.poll(0.2)
+            if msg is not None and not msg.error():
+                out.append((None, msg))
+                idle = time.monotonic()
+    finally:
+        c.close()
+    return out

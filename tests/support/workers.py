@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from processor.wire import Codec
+from processor.wire import Codec, SchemaRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,7 +58,9 @@ class Topics:
 
 def worker_env(stack: Any, topics: Topics, bucket: str, group: str, tmp: Path, **extra: str) -> dict[str, str]:
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "S3_", "WORKER_", "INDEX_TTS_"))},
+        # SCHEMA_REGISTRY_ too: a test picks its wire format (extra SCHEMA_REGISTRY_URL=...), the shell doesn't.
+        **{k: v for k, v in os.environ.items()
+           if not k.startswith(("KAFKA_", "S3_", "WORKER_", "INDEX_TTS_", "SCHEMA_REGISTRY_"))},
         **stack.env(bucket),
         **topics.env(),
         "KAFKA_GROUP_ID": group,
@@ -134,9 +136,15 @@ def request(request_id: str, voice: str, text: str = "hello world from the test"
             "created_at": datetime.now(UTC), **fields}
 
 
+def codec_for(name: str, topic: str, registry_url: str | None = None) -> Codec:
+    """Our codec for ``topic``: Confluent framing through the registry at ``registry_url`` (subject
+    ``<topic>-value``, as the worker names it), else single-object encoding."""
+    return Codec(name, SchemaRegistry(registry_url), f"{topic}-value") if registry_url else Codec(name)
+
+
 def produce(bootstrap: str, topic: str, records: Iterable[dict[str, Any]] | Iterable[bytes],
-            *, partition_by_index: int | None = None) -> int:
-    codec = Codec("TtsRequest")
+            *, partition_by_index: int | None = None, registry_url: str | None = None) -> int:
+    codec = codec_for("TtsRequest", topic, registry_url)
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     n = 0
     for i, rec in enumerate(records):
@@ -153,10 +161,10 @@ def produce(bootstrap: str, topic: str, records: Iterable[dict[str, Any]] | Iter
 
 def read_all(bootstrap: str, topic: str, codec_name: str, *, until: int | None = None, timeout: float = 60,
              settle: float = 2.0, stop: Callable[[list[dict[str, Any]]], bool] | None = None,
-             ) -> list[tuple[dict[str, Any], Any]]:
+             registry_url: str | None = None) -> list[tuple[dict[str, Any], Any]]:
     """Read a topic from the start (read_committed) until ``until`` records came and ``settle`` s passed
     with nothing new, or ``stop(records)`` holds, or ``timeout``. Returns (record, message) pairs."""
-    codec = Codec(codec_name)
+    codec = codec_for(codec_name, topic, registry_url)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}", "log_level": 2,
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "isolation.level": "read_committed"})

@@ -73,9 +73,9 @@ def test_channels_use_the_config_default_topic_names(doc: dict[str, Any]) -> Non
 
 
 def test_the_codec_subjects_match_the_document(doc: dict[str, Any]) -> None:
-    """The registry subject the worker registers (worker.make_codecs) is the one documented."""
+    """The registry subject the worker registers (wire.make_codecs) is the one documented."""
     from processor.config import Settings
-    from processor.worker import make_codecs
+    from processor.wire import make_codecs
 
     codecs = make_codecs(Settings(kafka=KafkaSettings.model_construct(), schema_registry_url=None))
     for name, codec in codecs.items():
@@ -83,7 +83,7 @@ def test_the_codec_subjects_match_the_document(doc: dict[str, Any]) -> None:
 
 
 def test_dlq_headers_are_the_ones_the_pipeline_sets(doc: dict[str, Any]) -> None:
-    src = (ROOT / "processor" / "pipeline.py").read_text()
+    src = (ROOT / "processor" / "stages.py").read_text()
     written = set(re.findall(r'\("(dlq\.[a-z.]+)"', src))
     assert written == {"dlq.source.topic", "dlq.source.partition", "dlq.source.offset", "dlq.reason", "dlq.error",
                        "dlq.worker"}

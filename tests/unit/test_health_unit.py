@@ -18,9 +18,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
 
-from processor import health, metrics
+from processor import health
 from processor.engine.base import ModelInfo
 from processor.health import HealthReporter, WorkerState, health_record, serve_http
 from processor.logs import ScrubbingFormatter
@@ -29,22 +28,6 @@ from processor.wire import Codec
 
 MODEL = ModelInfo("ToneEngine", "test-1", "cpu", "fp32", {}, 1.5)
 OFFSET_INVALID = -1001
-
-
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.watermarks: dict[tuple[str, int], tuple[int, int]] = {}
-        self.committed_offsets: dict[tuple[str, int], int] = {}
-        self.fail = False
-
-    def get_watermark_offsets(self, tp: TopicPartition, timeout: float = -1, cached: bool = False) -> tuple[int, int]:
-        if self.fail:
-            raise RuntimeError("broker down")
-        return self.watermarks[(tp.topic, tp.partition)]
-
-    def committed(self, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        return [TopicPartition(t.topic, t.partition, self.committed_offsets.get((t.topic, t.partition), OFFSET_INVALID))
-                for t in tps]
 
 
 class FakeProducer:
@@ -70,13 +53,15 @@ class FakeVoices:
 
 
 def fake_processor(now: float = 1000.0) -> SimpleNamespace:
+    """What health reads of a processor: its clock, its published snapshot, and where to publish."""
     clock = SimpleNamespace(t=now)
+    snapshot = SimpleNamespace(last_tick=now, joined=True, lags=(), counters=Counters(), current_request=None,
+                               current_started=None, storage_error=None, broker_error=None, thread_failure=None,
+                               in_flight=0)
     return SimpleNamespace(
-        clock=lambda: clock.t, _clock=clock, last_tick=now, current=None, joined=True, counters=Counters(),
-        storage_error=None, broker_error=None, voices=FakeVoices(), epochs={}, committed={},
-        consumer=FakeConsumer(), codecs={"WorkerHealth": Codec("WorkerHealth")}, events_producer=FakeProducer(),
+        clock=lambda: clock.t, _clock=clock, snapshot=snapshot, voices=FakeVoices(),
+        codecs={"WorkerHealth": Codec("WorkerHealth")}, events_producer=FakeProducer(),
         s=SimpleNamespace(kafka=SimpleNamespace(health_topic="tts.health")), assignment_changed=threading.Event(),
-        resync_stalled=lambda lags, stall_seconds: [],
     )
 
 
@@ -98,17 +83,26 @@ def sent(p: SimpleNamespace) -> list[dict[str, Any]]:
 def test_liveness() -> None:
     state = WorkerState(stall_seconds=5, job_timeout_seconds=10)
     assert state.live() == (True, "starting")  # loading the model is not a reason to restart
-    p = fake_processor(time.monotonic())
+    p = fake_processor(1000.0)
     state.processor = p  # type: ignore[assignment]
     assert state.live() == (True, "ok")
-    p.last_tick = time.monotonic() - 6
+    p._clock.t = 1006.0
     ok, why = state.live()
-    assert not ok and why.startswith("poll loop stalled for 6")
-    p.last_tick = time.monotonic()
-    p.current = SimpleNamespace(started=time.monotonic() - 15, request=None)
+    assert not ok and why == "poll loop stalled for 6s"
+    p.snapshot.last_tick = 1006.0
+    p.snapshot.current_started = 1006.0 - 15
     assert state.live() == (True, "ok")  # past its limit, but the job's own timeout will end it
-    p.current = SimpleNamespace(started=time.monotonic() - 21, request=None)
+    p.snapshot.current_started = 1006.0 - 21
     assert state.live() == (False, "GPU job stuck past twice its time limit")
+
+
+def test_a_dead_stage_thread_fails_liveness() -> None:
+    """Defect 4: a stage thread that died left /livez at 200 while its partitions stalled for good."""
+    state = WorkerState(stall_seconds=5, job_timeout_seconds=10)
+    p = fake_processor()
+    state.processor = p  # type: ignore[assignment]
+    p.snapshot.thread_failure = "prepare thread died: RuntimeError: boom"
+    assert state.live() == (False, "prepare thread died: RuntimeError: boom")
 
 
 def test_readiness() -> None:
@@ -117,11 +111,11 @@ def test_readiness() -> None:
     state.model = MODEL
     assert state.ready() == (False, "consumer has not joined the group")
     p = fake_processor()
-    p.joined = False
+    p.snapshot.joined = False
     state.processor = p  # type: ignore[assignment]
     state.status = "ready"
     assert state.ready() == (False, "consumer has not joined the group")
-    p.joined = True
+    p.snapshot.joined = True
     assert state.ready() == (True, "ok")
     for status in ("draining", "stopped"):
         state.status = status
@@ -142,12 +136,10 @@ def test_starting_record_encodes_and_says_nothing_is_loaded() -> None:
 
 
 def test_ready_record_carries_model_counters_job_and_assignment() -> None:
-    p = fake_processor(time.monotonic())
-    p.counters = Counters(done=3, failed=1, dead_lettered=2)
-    p.current = SimpleNamespace(started=time.monotonic() - 2, request=SimpleNamespace(request_id="r-1"))
-    p.epochs = {("tts.requests", 1): 1, ("tts.requests", 0): 2}
-    p.consumer.watermarks = {("tts.requests", 0): (0, 10), ("tts.requests", 1): (0, 4)}
-    p.committed = {("tts.requests", 0): 7, ("tts.requests", 1): 4}
+    p = fake_processor(1000.0)
+    p.snapshot.counters = Counters(done=3, failed=1, dead_lettered=2)
+    p.snapshot.current_request, p.snapshot.current_started = "r-1", 998.0
+    p.snapshot.lags = ((("tts.requests", 0), 3), (("tts.requests", 1), 0), (("tts.requests", 2), None))
     HealthReporter(ready_state(p), p, "w-1", 15).publish()
     ((topic, _, key),) = p.events_producer.sent
     assert topic == "tts.health" and key == b"w-1"
@@ -156,41 +148,19 @@ def test_ready_record_carries_model_counters_job_and_assignment() -> None:
     assert rec["model"] == {"loaded": True, "model_type": "ToneEngine", "model_version": "test-1", "device": "cpu",
                             "precision": "fp32", "load_seconds": 1.5}
     assert rec["counters"] == {"done": 3, "failed": 1, "dead_lettered": 2}
-    assert rec["current_job"]["request_id"] == "r-1" and rec["current_job"]["running_seconds"] >= 2
+    assert rec["current_job"] == {"request_id": "r-1", "running_seconds": 2.0}
+    # Unknown lag is null, not zero.
     assert rec["assignments"] == [{"topic": "tts.requests", "partition": 0, "lag": 3},
-                                  {"topic": "tts.requests", "partition": 1, "lag": 0}]
+                                  {"topic": "tts.requests", "partition": 1, "lag": 0},
+                                  {"topic": "tts.requests", "partition": 2, "lag": None}]
     assert rec["voices"] == ["alice", "bob"]
-    sample = metrics.QUEUE_LAG.labels("tts.requests", "0")._value.get()
-    assert sample == 3
-
-
-def test_lag_without_a_committed_offset_counts_from_the_log_start() -> None:
-    """A partition never committed is consumed from its earliest offset (auto.offset.reset=earliest):
-    after retention removed old segments, that is the low watermark, not offset 0."""
-    p = fake_processor()
-    p.epochs = {("tts.requests", 0): 1}
-    p.consumer.watermarks = {("tts.requests", 0): (1000, 1010)}
-    HealthReporter(ready_state(p), p, "w-1", 15).publish()
-    assert sent(p)[0]["assignments"] == [{"topic": "tts.requests", "partition": 0, "lag": 10}]
-    p.consumer.committed_offsets = {("tts.requests", 0): 1004}
-    p.committed.clear()
-    HealthReporter(ready_state(p), p, "w-1", 15).publish()
-    assert sent(p)[1]["assignments"][0]["lag"] == 6
-
-
-def test_unknown_lag_is_null_not_zero() -> None:
-    p = fake_processor()
-    p.epochs = {("tts.requests", 3): 1}
-    p.consumer.fail = True
-    HealthReporter(ready_state(p), p, "w-1", 15).publish()
-    assert sent(p)[0]["assignments"] == [{"topic": "tts.requests", "partition": 3, "lag": None}]
 
 
 def test_recent_storage_or_broker_errors_degrade_old_ones_do_not() -> None:
     p = fake_processor(now=1000.0)
     reporter = HealthReporter(ready_state(p), p, "w-1", 15)
-    p.storage_error = (990.0, "connection refused")
-    p.broker_error = (900.0, "all brokers down")  # 100 s ago: over
+    p.snapshot.storage_error = (990.0, "connection refused")
+    p.snapshot.broker_error = (900.0, "all brokers down")  # 100 s ago: over
     reporter.publish()
     rec = sent(p)[-1]
     assert rec["status"] == "degraded" and rec["reasons"] == ["storage: connection refused"]
@@ -211,14 +181,14 @@ def test_a_failing_voice_listing_degrades() -> None:
 def test_not_ready_until_the_consumer_joined() -> None:
     """The event status agrees with /readyz: model loaded but no group membership yet is not 'ready'."""
     p = fake_processor()
-    p.joined = False
+    p.snapshot.joined = False
     state = ready_state(p)
     reporter = HealthReporter(state, p, "w-1", 15)
     reporter.publish()
     rec = sent(p)[-1]
     assert state.ready() == (False, "consumer has not joined the group")
     assert rec["status"] == "starting" and rec["reasons"] == ["consumer has not joined the group"]
-    p.joined = True
+    p.snapshot.joined = True
     reporter.publish()
     assert sent(p)[-1]["status"] == "ready"
 
@@ -228,7 +198,7 @@ def test_lifecycle_states_pass_through(status: str) -> None:
     p = fake_processor()
     state = ready_state(p)
     state.status = status
-    p.storage_error = (p.clock(), "boom")
+    p.snapshot.storage_error = (p.clock(), "boom")
     HealthReporter(state, p, "w-1", 15).publish()
     assert sent(p)[-1]["status"] == status
     HealthReporter(ready_state(p), p, "w-1", 15).publish("stopped")
@@ -283,7 +253,7 @@ def test_probe_endpoints(http: tuple[WorkerState, SimpleNamespace, str]) -> None
     assert get(base + "/livez")[0] == 200
     state.model, state.processor, state.status = MODEL, p, "ready"  # type: ignore[assignment]
     assert json.loads(get(base + "/readyz?verbose=1")[2]) == {"ok": True, "status": "ready", "detail": "ok"}
-    p.last_tick = time.monotonic() - 30
+    p._clock.t += 30
     code, _, body = get(base + "/livez")
     assert code == 503 and json.loads(body)["detail"].startswith("poll loop stalled")
     assert get(base + "/other")[0] == 404
@@ -313,20 +283,3 @@ def test_scrubber_hides_secrets_in_messages_arguments_and_tracebacks() -> None:
         rec = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", None, sys.exc_info())
     text = fmt.format(rec)
     assert "Traceback" in text and "hunter22-secret" not in text and "password ***" in text
-
-
-def test_no_commit_is_asked_once_per_assignment() -> None:
-    p = fake_processor()
-    p.epochs = {("tts.requests", 0): 1}
-    p.consumer.watermarks = {("tts.requests", 0): (0, 5)}
-    asked: list[int] = []
-    real = p.consumer.committed
-    p.consumer.committed = lambda tps, timeout: asked.append(1) or real(tps, timeout)
-    reporter = HealthReporter(ready_state(p), p, "w-1", 15)
-    reporter.publish()
-    reporter.publish()
-    assert len(asked) == 1 and [r["assignments"][0]["lag"] for r in sent(p)] == [5, 5]
-    p.epochs = {("tts.requests", 0): 2}  # revoked and assigned again: someone may have committed meanwhile
-    p.consumer.committed_offsets = {("tts.requests", 0): 3}
-    reporter.publish()
-    assert len(asked) == 2 and sent(p)[-1]["assignments"][0]["lag"] == 2

@@ -11,7 +11,7 @@ import avro.io
 import avro.schema
 import pytest
 
-from processor.wire import Codec, DecodeError, SchemaRegistry, schema_fingerprint, schema_json
+from processor.wire import Codec, DecodeError, RegistryUnavailable, SchemaRegistry, schema_fingerprint, schema_json
 
 REQUEST = {
     "request_id": "r-1", "text": "你好, hello", "voice": "s3://voices/a.wav", "emotion_reference": None,
@@ -20,6 +20,8 @@ REQUEST = {
     "temperature": None, "num_beams": 2, "repetition_penalty": None, "max_mel_tokens": None,
     "interval_silence_ms": 100, "output_bucket": None, "output_key_prefix": "x", "workflow_id": "wf",
     "stage_name": None, "deadline": datetime(2030, 1, 1, tzinfo=UTC), "created_at": None,
+    "output_format": "opus", "sample_rate": 24000, "channels": 1, "bitrate_kbps": None, "loudness": -16.0,
+    "true_peak_dbtp": -1.0, "subtitles": "vtt", "stream_segments": True,
 }
 
 
@@ -114,6 +116,24 @@ def apache_write_schema(schema: dict[str, object], record: dict[str, object]) ->
 def test_undecodable_bytes_raise_decode_error(data: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         Codec("TtsRequest").decode(data)
+
+
+def test_unknown_schema_id_is_a_decode_error_naming_the_id() -> None:
+    codec = Codec("TtsRequest", SchemaRegistry("mock://wire-unknown-id"), "tts.requests-value")
+    with pytest.raises(DecodeError, match="schema id 424242 is unknown to the registry"):
+        codec.decode(b"\x00" + struct.pack(">I", 424242) + b"abc")
+
+
+def test_unreachable_registry_is_not_a_decode_error() -> None:
+    """A registry outage says nothing about the record: it must not be dead-lettered."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    codec = Codec("TtsRequest", SchemaRegistry(f"http://127.0.0.1:{port}"), "tts.requests-value")
+    with pytest.raises(RegistryUnavailable, match="schema id 7"):
+        codec.decode(b"\x00" + struct.pack(">I", 7) + b"abc")
 
 
 def test_truncated_and_trailing_payloads_are_rejected() -> None:

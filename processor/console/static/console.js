@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { config: null, voiceUpload: null, emotionUpload: null, jobId: null, jobTimer: null, lastJob: null };
+const state = { config: null, voiceUpload: null, emotionUpload: null, jobId: null, jobTimer: null, lastJob: null,
+  stream: null };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -49,6 +50,30 @@ function setAdvancedDefaults() {
     if (input) input.value = value;
   }
   $("#use_random").checked = false;
+}
+
+// Output options: formats this console's build encodes, rates each format allows.
+function setupOutput() {
+  const out = state.config.output;
+  const fmt = $("#output_format");
+  const labels = { wav: "WAV (16-bit PCM)", flac: "FLAC", opus: "Ogg Opus", mp3: "MP3" };
+  fmt.replaceChildren(...out.formats.map((f) => el("option", { value: f }, labels[f] || f)));
+  const loud = $("#loudness");
+  for (const v of out.loudness_presets) loud.append(el("option", { value: String(v) }, `${v} LUFS`));
+  $("#true_peak_dbtp").value = out.true_peak_dbtp;
+  fmt.addEventListener("change", updateRates);
+  updateRates();
+}
+
+function updateRates() {
+  const f = $("#output_format").value;
+  const select = $("#sample_rate");
+  const previous = select.value;
+  const def = f === "opus" ? "engine rate (48000 if Opus cannot code it)" : "engine rate";
+  select.replaceChildren(el("option", { value: "" }, def),
+    ...state.config.output.rates[f].map((r) => el("option", { value: String(r) }, `${r} Hz`)));
+  if ([...select.options].some((o) => o.value === previous)) select.value = previous;
+  $("#bitrate_kbps").disabled = !(f === "opus" || f === "mp3");
 }
 
 function emotionMode() { return document.querySelector("input[name=emotion_mode]:checked").value; }
@@ -144,6 +169,15 @@ function collectForm() {
     const v = document.getElementById(name).value;
     if (v !== "") form[name] = Number(v);
   }
+  form.output_format = $("#output_format").value;
+  for (const name of ["sample_rate", "channels", "loudness", "true_peak_dbtp"]) {
+    const v = document.getElementById(name).value;
+    if (v !== "") form[name] = Number(v);
+  }
+  const kbps = $("#bitrate_kbps");
+  if (!kbps.disabled && kbps.value !== "") form.bitrate_kbps = Number(kbps.value);
+  form.subtitles = $("#subtitles").value;
+  form.stream_segments = $("#stream_segments").checked;
   return form;
 }
 
@@ -171,9 +205,11 @@ function followJob(id, initial) {
   $("#job").hidden = false;
   $("#job-placeholder").hidden = true;
   $("#job-id").textContent = id;
+  $("#job-trace").textContent = "–";
   $("#job-error").hidden = true;
   $("#job-result").hidden = true;
   $("#player").removeAttribute("src");
+  resetStream();
   if (initial) renderJob(initial);
   clearTimeout(state.jobTimer);
   pollJob();
@@ -190,6 +226,7 @@ async function pollJob() {
 }
 
 function renderJob(job) {
+  $("#job-trace").textContent = job.trace_id || "–";
   const pill = $("#job-state");
   pill.textContent = job.state;
   pill.className = `pill ${job.state}`;
@@ -202,7 +239,9 @@ function renderJob(job) {
     $("#job-progress").max = p.segments;
     $("#job-progress").value = p.segment;
     $("#job-progress-text").textContent = `segment ${p.segment} / ${p.segments} · ${fmtS(p.elapsed_seconds)} · ${p.worker_id}`;
+    state.lastSegments = p.segments;
   }
+  renderTimeline(job.timeline || [], job.result);
   const r = job.result;
   if (!r) return;
   if (r.status === "success") {
@@ -233,7 +272,106 @@ function showResult(r) {
   const m = r.model;
   $("#result-model").textContent = m ? `${m.model_type} ${m.model_version} · ${m.device} · ${m.precision}` : "–";
   $("#result-uri").textContent = r.output_uri || "–";
+  const facts = [r.output_format, r.sample_rate ? `${r.sample_rate} Hz` : null,
+    r.channels === 2 ? "stereo" : "mono", r.bitrate_kbps ? `${r.bitrate_kbps} kbit/s` : null,
+    r.size_bytes ? `${(r.size_bytes / 1024).toFixed(1)} KiB` : null,
+    r.loudness_lufs !== null && r.loudness_lufs !== undefined ? `${r.loudness_lufs.toFixed(1)} LUFS, ${r.true_peak_dbtp.toFixed(1)} dBTP` : null];
+  $("#result-format").textContent = facts.filter(Boolean).join(" · ");
+  const subs = r.subtitles || [];
+  $("#result-subtitles").replaceChildren(...(subs.length ? subs.map((f) => el("a", { href: f.url, class: "sub-link",
+    "data-format": f.format, target: "_blank" }, f.format.toUpperCase(), " ")) : ["–"]));
 }
+
+// ------------------------------------------------------------------ segment timeline and live playback
+
+function resetStream() {
+  const player = $("#stream-player");
+  player.pause();
+  player.removeAttribute("src");
+  state.stream = { queued: [], seen: new Set(), playing: null, played: new Set() };
+  $("#timeline").replaceChildren();
+  $("#timeline-bar").replaceChildren();
+  $("#timeline-box").hidden = true;
+  $("#stream-box").hidden = true;
+  $("#stream-status").textContent = "";
+}
+
+function renderTimeline(rows, result) {
+  // The result's timing is final; until then each progress event brings its segment's row.
+  const final = result && result.status === "success" && result.segment_timing && result.segment_timing.length;
+  const timing = final ? result.segment_timing.map((t) => ({ ...t, ...(rows.find((r) => r.index === t.index) || {}),
+    start_seconds: t.start_seconds, end_seconds: t.end_seconds, text: t.text })) : rows;
+  if (!timing.length) return;
+  $("#timeline-box").hidden = false;
+  const total = final ? result.duration_seconds : Math.max(...timing.map((t) => t.end_seconds || 0), 0.001);
+  $("#timeline-note").textContent = final ? `${timing.length} segments, times in the stored audio`
+    : `${timing.length} of ${state.lastSegments || "?"} so far`;
+  const list = $("#timeline");
+  const bar = $("#timeline-bar");
+  for (const t of timing) {
+    let li = list.querySelector(`li[data-index="${t.index}"]`);
+    if (!li) {
+      li = el("li", { "data-index": String(t.index) }, el("span", { class: "t" }), el("span", { class: "txt" }));
+      const after = [...list.children].find((c) => Number(c.dataset.index) > t.index);
+      list.insertBefore(li, after || null);
+    }
+    li.querySelector(".t").textContent = `${fmtT(t.start_seconds)}–${fmtT(t.end_seconds)}`;
+    li.querySelector(".txt").textContent = t.text || "";
+    if (t.audio_url) li.classList.add("stored");
+    li.classList.toggle("playing", state.stream.playing === t.index);
+    li.classList.toggle("played", state.stream.played.has(t.index));
+    if (t.audio_url && !state.stream.seen.has(t.index)) {
+      state.stream.seen.add(t.index);
+      state.stream.queued.push({ index: t.index, url: t.audio_url });
+      state.stream.queued.sort((a, b) => a.index - b.index);
+    }
+  }
+  bar.replaceChildren(...timing.map((t) => el("span", { "data-index": String(t.index),
+    class: state.stream.playing === t.index ? "playing" : "",
+    style: `left:${(100 * (t.start_seconds || 0) / total).toFixed(2)}%;width:${Math.max(0.5, 100 * ((t.end_seconds || 0) - (t.start_seconds || 0)) / total).toFixed(2)}%`,
+    title: t.text || "" })));
+  if (state.stream.queued.length || state.stream.playing !== null) $("#stream-box").hidden = false;
+  playNextPiece();
+}
+
+function playNextPiece() {
+  const s = state.stream;
+  const player = $("#stream-player");
+  if (s.playing !== null || !s.queued.length) return;
+  const next = s.queued.shift();
+  s.playing = next.index;
+  player.src = next.url;
+  player.dataset.index = String(next.index);
+  $("#stream-status").textContent = `segment ${next.index}`;
+  player.play().catch(() => {
+    // Autoplay refused (no gesture yet): leave the piece loaded; the controls start it.
+    $("#stream-status").textContent = `segment ${next.index} ready: press play`;
+  });
+  highlightPlaying();
+}
+
+function pieceEnded() {
+  const s = state.stream;
+  if (s.playing !== null) s.played.add(s.playing);
+  const player = $("#stream-player");
+  player.dataset.played = String(s.played.size);
+  s.playing = null;
+  highlightPlaying();
+  if (!s.queued.length) $("#stream-status").textContent = `${s.played.size} segment(s) played`;
+  playNextPiece();
+}
+
+function highlightPlaying() {
+  const s = state.stream;
+  document.querySelectorAll("#timeline li").forEach((li) => {
+    const i = Number(li.dataset.index);
+    li.classList.toggle("playing", s.playing === i);
+    li.classList.toggle("played", s.played.has(i));
+  });
+  document.querySelectorAll("#timeline-bar span").forEach((b) => b.classList.toggle("playing", Number(b.dataset.index) === s.playing));
+}
+
+const fmtT = (s) => (s === null || s === undefined ? "?" : Number(s).toFixed(2));
 
 // ------------------------------------------------------------------ workers, history, status
 
@@ -308,12 +446,15 @@ function replay(r) {
   $("#job").hidden = false;
   $("#job-placeholder").hidden = true;
   $("#job-id").textContent = r.request_id;
+  $("#job-trace").textContent = r.trace_id || "–";
   $("#job-state").textContent = "done";
   $("#job-state").className = "pill done";
   $("#job-error").hidden = true;
   $("#job-progress").max = 1; $("#job-progress").value = 1;
   $("#job-progress-text").textContent = `replay: ${r.segments ?? "?"} segment(s)`;
   state.lastJob = null;
+  resetStream();
+  if (r.segment_timing && r.segment_timing.length) renderTimeline([], r);
   showResult(r);
   const player = $("#player");
   player.currentTime = 0;
@@ -353,6 +494,10 @@ async function main() {
   state.config = await api("api/config");
   buildEmotionSliders(state.config.emotion_names, state.config.emotion_vector_max);
   setAdvancedDefaults();
+  setupOutput();
+  resetStream();
+  $("#stream-player").addEventListener("ended", pieceEnded);
+  $("#stream-player").addEventListener("error", pieceEnded);
   $("#emo-alpha").value = state.config.emotion_alpha;
   const alphaOut = $("#emo-alpha-out");
   const syncAlpha = () => { alphaOut.textContent = Number($("#emo-alpha").value).toFixed(2); };

@@ -1,0 +1,338 @@
+"""Kafka behind a small interface: one group member's consumer plus its transactional producer.
+
+The processor sees only ``Session``: ``poll`` a record, ``pause`` / ``resume`` partitions,
+``seek_to_committed`` after an abort, and ``commit(records, offsets)`` — the checkpoint, in one
+transaction. Every librdkafka error rule lives here and comes out as one of two exceptions:
+
+- ``TransactionAborted``: the transaction was rolled back; nothing of it is visible. The caller
+  rewinds to the committed offsets and redoes the work.
+- ``FatalKafkaError``: the producer was fenced or hit a fatal error. The worker exits (code 3) and
+  the orchestrator restarts it; the new instance's ``init_transactions`` fences this one.
+
+No call here blocks the poll thread longer than ``budget_seconds`` (kept under liveness and
+``max.poll.interval.ms``): a broker that does not answer in time aborts the transaction instead.
+
+``tests/support/memory_broker.py`` implements the same interface in memory; one contract suite
+(tests/unit/test_session_contract.py) runs against both, so the fake cannot drift from Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from processor.config import KafkaSettings
+from processor.kafka_io import consumer_config, make_consumer, make_producer, transactional_producer_config
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+
+class TransactionAborted(Exception):
+    """The transaction was aborted: none of its records or offsets are visible; rewind and redo."""
+
+
+class FatalKafkaError(RuntimeError):
+    """The producer was fenced or hit a fatal error: exit so the orchestrator restarts us."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed request record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    @property
+    def tp(self) -> TP:
+        return (self.topic, self.partition)
+
+
+class OutRecord(Protocol):
+    """What ``commit`` produces (an outcome: a result or a dead letter)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def headers(self) -> list[tuple[str, bytes]]: ...
+
+
+class Rebalance(Protocol):
+    """Called from inside ``poll`` on the poll thread, like librdkafka's rebalance callbacks."""
+
+    def on_assign(self, tps: list[TP]) -> None: ...
+    def on_revoke(self, tps: list[TP]) -> None: ...
+    def on_lost(self, tps: list[TP]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Watermarks:
+    low: int | None
+    high: int | None
+    position: int | None  # the next offset the consumer will fetch, if known
+
+
+class Session(Protocol):
+    def start(self, topic: str, listener: Rebalance) -> None:
+        """Initialise transactions and subscribe."""
+
+    def poll(self, timeout: float) -> Record | None: ...
+    def pause(self, tps: list[TP]) -> None: ...
+
+    def resume(self, tps: list[TP]) -> None:
+        """Undo ``pause``. Like librdkafka, a pause is NOT undone by revoke, re-assign or seek."""
+
+    def seek_to_committed(self, tps: list[TP]) -> list[TP]:
+        """Move each partition back to its committed offset; returns those it could not (mid-rebalance,
+        coordinator unavailable): the caller must take nothing from them until a later try succeeds."""
+
+    def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
+        """Produce ``records`` and commit ``offsets`` atomically, or raise TransactionAborted /
+        FatalKafkaError."""
+
+    def watermarks(self, tps: list[TP]) -> dict[TP, Watermarks]:
+        """What the client already knows (never waits on the broker)."""
+
+    def committed(self, tps: list[TP]) -> dict[TP, int | None]:
+        """The group's committed offsets (None: nothing committed), asking the broker for at most a
+        second; partitions it could not learn are left out."""
+
+    def last_error(self) -> tuple[float, str] | None:
+        """The last broker-level error (monotonic time, text), for health."""
+
+    def close(self) -> None:
+        """Leave the group."""
+
+
+def _tps(partitions: list[TopicPartition]) -> list[TP]:
+    return [(p.topic, p.partition) for p in partitions]
+
+
+def _kafka_tps(tps: list[TP]) -> list[TopicPartition]:
+    return [TopicPartition(t, p) for t, p in tps]
+
+
+class KafkaSession:
+    """``Session`` over confluent-kafka: a manual-offset consumer and a transactional producer."""
+
+    def __init__(self, consumer: Consumer, producer: Producer, *, budget_seconds: float = 30.0,
+                 park_in_txn_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.budget = budget_seconds
+        self.park_in_txn_seconds = park_in_txn_seconds
+        self.clock = clock
+        self._listener: Rebalance | None = None
+        self._last_error: tuple[float, str] | None = None
+
+    @classmethod
+    def connect(cls, k: KafkaSettings, worker_id: str, *, budget_seconds: float = 30.0,
+                park_in_txn_seconds: float = 0.0) -> KafkaSession:
+        holder: list[KafkaSession] = []
+
+        def on_error(err: KafkaError) -> None:
+            log.warning("kafka: %s", err)
+            if holder and err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+                holder[0]._last_error = (time.monotonic(), err.str())
+
+        session = cls(make_consumer(consumer_config(k, worker_id, on_error)),
+                      make_producer(transactional_producer_config(k, worker_id, on_error)),
+                      budget_seconds=budget_seconds, park_in_txn_seconds=park_in_txn_seconds)
+        holder.append(session)
+        return session
+
+    # ------------------------------------------------------------------ consuming
+
+    def start(self, topic: str, listener: Rebalance) -> None:
+        self._listener = listener
+        try:
+            self.producer.init_transactions(30)
+        except KafkaException as exc:
+            raise FatalKafkaError(f"init_transactions: {exc.args[0]}") from exc
+        self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+
+    def poll(self, timeout: float) -> Record | None:
+        msg: Message | None = self.consumer.poll(timeout)
+        if msg is None:
+            return None
+        err = msg.error()
+        if err is not None:
+            if err.fatal():
+                raise FatalKafkaError(f"consumer: {err}")
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", err)
+                self._last_error = (self.clock(), err.str())
+            return None
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None and partition is not None and offset is not None
+        headers: list[tuple[str, bytes]] = []
+        for item in msg.headers() or []:
+            raw = item[1]
+            headers.append((str(item[0]), raw.encode() if isinstance(raw, str) else (raw or b"")))
+        value = msg.value()
+        key = msg.key()
+        return Record(topic, partition, offset, key if isinstance(key, bytes | None) else key.encode(),
+                      value if isinstance(value, bytes | None) else value.encode(), headers)
+
+    def pause(self, tps: list[TP]) -> None:
+        if tps:
+            self._quietly("pause", self.consumer.pause, tps)
+
+    def resume(self, tps: list[TP]) -> None:
+        if tps:
+            self._quietly("resume", self.consumer.resume, tps)
+
+    def _quietly(self, what: str, call: Callable[[list[TopicPartition]], None], tps: list[TP]) -> bool:
+        # Mid-rebalance a partition can be on its way out: librdkafka says _STATE or
+        # _UNKNOWN_PARTITION. That partition's next owner starts from the committed offset anyway.
+        try:
+            call(_kafka_tps(tps))
+            return True
+        except KafkaException as exc:
+            log.warning("%s %s failed: %s", what, tps, exc.args[0])
+            return False
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._listener is not None
+        self._listener.on_assign(_tps(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._listener is not None
+        self._listener.on_revoke(_tps(partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._listener is not None
+        self._listener.on_lost(_tps(partitions))
+
+    def seek_to_committed(self, tps: list[TP]) -> list[TP]:
+        if not tps:
+            return []
+        try:
+            committed = self.consumer.committed(_kafka_tps(tps), timeout=min(5.0, self.budget))
+        except KafkaException as exc:  # e.g. NOT_COORDINATOR right after a broker restart
+            log.warning("reading committed offsets failed (%s); will retry", exc.args[0])
+            self._last_error = (self.clock(), str(exc.args[0]))
+            return list(tps)
+        failed: list[TP] = []
+        for c in committed:
+            offset = c.offset if c.offset >= 0 else OFFSET_BEGINNING  # nothing committed: auto.offset.reset
+            try:
+                self.consumer.seek(TopicPartition(c.topic, c.partition, offset))
+            except KafkaException as exc:
+                log.warning("seek %s[%d] to %d failed: %s", c.topic, c.partition, offset, exc.args[0])
+                failed.append((c.topic, c.partition))
+        return failed
+
+    def watermarks(self, tps: list[TP]) -> dict[TP, Watermarks]:
+        out: dict[TP, Watermarks] = {}
+        positions: dict[TP, int | None] = {}
+        try:
+            for p in self.consumer.position(_kafka_tps(tps)):
+                positions[(p.topic, p.partition)] = p.offset if p.offset >= 0 else None
+        except KafkaException:
+            pass
+        for tp in tps:
+            low: int | None = None
+            high: int | None = None
+            try:
+                lo, hi = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+                low, high = (lo if lo >= 0 else None), (hi if hi >= 0 else None)
+            except KafkaException:
+                pass
+            out[tp] = Watermarks(low, high, positions.get(tp))
+        return out
+
+    def committed(self, tps: list[TP]) -> dict[TP, int | None]:
+        try:
+            got = self.consumer.committed(_kafka_tps(tps), timeout=1)
+        except KafkaException as exc:
+            log.debug("committed offsets unknown: %s", exc.args[0])
+            return {}
+        return {(c.topic, c.partition): (c.offset if c.offset >= 0 else None) for c in got}
+
+    def last_error(self) -> tuple[float, str] | None:
+        return self._last_error
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    # ------------------------------------------------------------------ the checkpoint
+
+    def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
+        """THE checkpoint: produce the outcomes and send the offsets in one transaction."""
+        deadline = self.clock() + self.budget + self.park_in_txn_seconds
+        try:
+            self.producer.begin_transaction()
+            for r in records:
+                self.producer.produce(r.topic, r.value, r.key, headers=list(r.headers))
+            self.producer.send_offsets_to_transaction(
+                [TopicPartition(t, p, off) for (t, p), off in offsets.items()],
+                self.consumer.consumer_group_metadata(), self._left(deadline),
+            )
+            if self.park_in_txn_seconds > 0:
+                # Test-only (TTS_TEST_PARK_IN_TXN_SECONDS): hold the transaction open so a chaos test
+                # can kill the worker between send_offsets_to_transaction and commit_transaction.
+                log.warning("test hook: parked inside a transaction for %.1fs", self.park_in_txn_seconds)
+                time.sleep(self.park_in_txn_seconds)
+            self._commit_transaction(deadline)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.fatal():
+                raise FatalKafkaError(f"producer fenced or fatal: {err}") from exc
+            self._last_error = (self.clock(), str(err))
+            self._abort(deadline)
+            raise TransactionAborted(str(err)) from exc
+        except BufferError as exc:  # the local produce queue is full: nothing sent is committed
+            self._abort(deadline)
+            raise TransactionAborted(f"local produce queue full: {exc}") from exc
+
+    def _left(self, deadline: float) -> float:
+        return max(0.1, deadline - self.clock())
+
+    def _commit_transaction(self, deadline: float) -> None:
+        attempt = 0
+        while True:
+            try:
+                self.producer.commit_transaction(self._left(deadline))
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                # Retriable (e.g. a timeout): the same commit may be called again. Past the budget we
+                # abort rather than keep the poll loop away from liveness and max.poll.interval.ms.
+                if not err.retriable() or err.txn_requires_abort() or self.clock() >= deadline:
+                    raise
+                time.sleep(min(1.0, 0.05 * 2**attempt, self._left(deadline)))
+                attempt += 1
+
+    def _abort(self, deadline: float) -> None:
+        attempt = 0
+        # Aborting needs the broker too; give it a budget of its own so a commit that used up its
+        # budget can still be rolled back.
+        deadline = max(deadline, self.clock() + self.budget / 2)
+        while True:
+            try:
+                self.producer.abort_transaction(self._left(deadline))
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.fatal():
+                    raise FatalKafkaError(f"producer fatal during abort: {err}") from exc
+                if self.clock() >= deadline:
+                    raise FatalKafkaError(f"could not abort the transaction in time: {err}") from exc
+                time.sleep(min(1.0, 0.05 * 2**attempt, self._left(deadline)))
+                attempt += 1

@@ -1,0 +1,326 @@
+"""The per-request work, as plain steps that return an ``Outcome``:
+
+    intake (decode, validate, expiry) → prepare (voice, emotion clip) → synthesize → finish (WAV, upload)
+
+Each step catches everything that can go wrong with ONE request and turns it into an error outcome
+with a stable code (``internal_error`` for what nobody foresaw), so a bad request can never take a
+thread, and with it the worker, down. A step returns ``None`` when the job goes on to the next step,
+or when the job was abandoned (its partition revoked, the worker draining): then there is no outcome
+at all, and the next owner redoes the request.
+
+The steps know nothing about threads, queues or Kafka; ``processor.pipeline.Processor`` runs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from processor import events, metrics
+from processor.audio import render, unavailable
+from processor.config import Settings
+from processor.engine.base import Emotion, Engine, GenerationSettings, LocalAudio, SynthesisSpec, Synthesized
+from processor.errors import ErrorCode, TtsError
+from processor.ledger import Entry
+from processor.references import ReferenceCache
+from processor.request import S3Location, TtsRequest, parse_s3_uri, validate_request
+from processor.session import Record
+from processor.storage import Storage, content_addressed
+from processor.voices import VoiceCatalog
+from processor.wire import Codec, DecodeError
+
+log = logging.getLogger(__name__)
+
+Status = Literal["success", "error", "dead_letter"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one request ends with: a result or a dead letter, ready to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    status: Status
+    error_code: str = ""
+
+    @property
+    def metric_labels(self) -> tuple[str, str]:
+        """``tts_requests_total`` labels: a dead letter counts as an error with code ``undecodable``."""
+        if self.status == "dead_letter":
+            return "error", "undecodable"
+        return self.status, self.error_code
+
+
+@dataclass(eq=False)
+class Job(Entry):
+    """A request in flight: its ledger entry plus what the steps learn about it."""
+
+    key: bytes | None = None
+    received: float = 0.0
+    request: TtsRequest | None = None
+    attempts: int = 1
+    voice: LocalAudio | None = None
+    emotion_audio: LocalAudio | None = None
+    started: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    # perf_counter timestamps of the job's life, for benchmarks and debugging.
+    marks: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def origin(self) -> events.Origin:
+        return events.Origin(self.tp[0], self.tp[1], self.offset)
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id if self.request else f"unidentified-{self.tp[0]}-{self.tp[1]}-{self.offset}"
+
+
+class Abandoned(Exception):
+    """The job was dropped (partition revoked, transaction aborted, worker draining): stop, no outcome."""
+
+
+class Stages:
+    """The steps, with the collaborators they need. Every public method is safe to call on any thread."""
+
+    def __init__(self, settings: Settings, engine: Engine, storage: Storage, references: ReferenceCache,
+                 voices: VoiceCatalog, codecs: dict[str, Codec], events_producer: Any, *,
+                 clock: Callable[[], float]) -> None:
+        self.s = settings
+        self.worker_id = settings.worker.id
+        self.engine = engine
+        self.storage = storage
+        self.references = references
+        self.voices = voices
+        self.codecs = codecs
+        self.events_producer = events_producer
+        self.clock = clock
+        self.storage_error: tuple[float, str] | None = None  # the last transient storage failure, for health
+
+    # ------------------------------------------------------------------ the steps
+
+    def intake(self, job: Job, record: Record) -> Outcome | None:
+        """Decode and validate; bad input ends here with a dead letter or an error result."""
+        t0 = time.perf_counter()
+        try:
+            fields = self.codecs["TtsRequest"].decode(record.value)
+        except Exception as exc:  # DecodeError, or anything a hostile record makes the decoder raise
+            reason = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
+            return self.dead_letter(job, record, reason)
+        request_id = job.request_id
+        try:
+            request_id = str(fields.get("request_id") or request_id)
+            job.request = validate_request(fields)
+            self.check_expiry(job.request)
+            return None
+        except Exception as exc:
+            return self.error(job, exc, request_id=request_id)
+        finally:
+            job.marks["decoded"] = time.perf_counter()
+            job.stage_seconds["decode"] = job.marks["decoded"] - t0
+            metrics.STAGE_SECONDS.labels("decode").observe(job.stage_seconds["decode"])
+
+    def prepare(self, job: Job) -> Outcome | None:
+        """Fetch the voice (and emotion) reference clips to local disk."""
+        req = job.request
+        assert req is not None
+        job.started = self.clock()
+        t0 = time.perf_counter()
+        try:
+            self.check_expiry(req)
+            job.voice = self.retrying(job, "download", lambda: self.resolve_voice(req))
+            if req.emotion_reference is not None:
+                loc = parse_s3_uri(req.emotion_reference)
+                job.emotion_audio = self.retrying(job, "download", lambda: self.references.fetch(loc))
+        except Abandoned:
+            return None
+        except Exception as exc:
+            return self.error(job, exc)
+        job.marks["prepared"] = time.perf_counter()
+        job.stage_seconds["download"] = job.marks["prepared"] - t0
+        metrics.STAGE_SECONDS.labels("download").observe(job.stage_seconds["download"])
+        return None
+
+    def synthesize(self, job: Job) -> Synthesized | Outcome | None:
+        req = job.request
+        assert req is not None and job.voice is not None
+        t0 = job.marks["engine_start"] = time.perf_counter()
+        try:
+            self.check_expiry(req)
+            result = self.engine.synthesize(self.spec(job), self.progress_callback(job, t0))
+        except Abandoned:
+            return None
+        except Exception as exc:  # an engine bug must not take the worker down or pass as success
+            if not isinstance(exc, TtsError):
+                log.exception("engine failed on %s", req.request_id)
+                exc = TtsError(ErrorCode.ENGINE_ERROR, f"{type(exc).__name__}: {exc}")
+            return self.error(job, exc, model=True)
+        job.marks["engine_end"] = time.perf_counter()
+        job.stage_seconds["synthesis"] = job.marks["engine_end"] - t0
+        metrics.STAGE_SECONDS.labels("synthesis").observe(job.stage_seconds["synthesis"])
+        return result
+
+    def finish(self, job: Job, synth: Synthesized) -> Outcome | None:
+        """Encode the WAV and store it; the success result names where."""
+        req = job.request
+        assert req is not None
+        t0 = job.marks["finish_start"] = time.perf_counter()
+        try:
+            if (why := unavailable(req.output_spec)) is not None:
+                raise TtsError(ErrorCode.UNSUPPORTED_FORMAT, why)
+            audio = render(synth.pcm, synth.sample_rate, req.output_spec)
+            job.stage_seconds["encode"] = time.perf_counter() - t0
+            loc = req.output_location(self.s.s3.bucket)
+            if loc.bucket not in self.s.s3.allowed():
+                raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"output bucket '{loc.bucket}' is not allowed")
+            loc = content_addressed(loc, audio.sha256)
+            t1 = time.perf_counter()
+            self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256, audio.content_type))
+            job.marks["uploaded"] = time.perf_counter()
+            job.stage_seconds["upload"] = job.marks["uploaded"] - t1
+            for stage in ("encode", "upload"):
+                metrics.STAGE_SECONDS.labels(stage).observe(job.stage_seconds[stage])
+            synthesis = job.stage_seconds.get("synthesis", 0.0)
+            metrics.SYNTHESIS_SECONDS.observe(synthesis)
+            metrics.AUDIO_SECONDS.inc(audio.duration_seconds)
+            if audio.duration_seconds > 0:
+                metrics.REAL_TIME_FACTOR.observe(synthesis / audio.duration_seconds)
+            record = events.success_result(
+                req, job.origin, worker_id=self.worker_id, location=loc, audio=audio, segments=synth.segments,
+                processing_seconds=self.clock() - job.started, synthesis_seconds=synthesis,
+                model=self.engine.info, voice_sha256=job.voice.sha256 if job.voice else None,
+                attempts=job.attempts, engine_rate=synth.sample_rate,
+            )
+            return self.result(req.request_id, record, "success")
+        except Abandoned:
+            return None
+        except Exception as exc:
+            return self.error(job, exc, model=True)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def result(self, request_id: str, record: dict[str, Any], status: Literal["success", "error"],
+               error_code: str = "") -> Outcome:
+        value = self.codecs["TtsResult"].encode(record)
+        return Outcome(self.s.kafka.result_topic, request_id.encode(), value, [], status, error_code)
+
+    def error(self, job: Job, exc: Exception, *, request_id: str | None = None, model: bool = False) -> Outcome:
+        if not isinstance(exc, TtsError):
+            log.exception("unexpected failure on %s", job.request_id, exc_info=exc)
+            exc = TtsError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+        rid = request_id or job.request_id
+        record = events.error_result(
+            rid, job.origin, exc, worker_id=self.worker_id, req=job.request,
+            processing_seconds=(self.clock() - job.started) if job.started else 0.0,
+            model=self.engine.info if model else None, attempts=job.attempts,
+        )
+        return self.result(rid, record, "error", exc.code.value)
+
+    def dead_letter(self, job: Job, record: Record, reason: str) -> Outcome:
+        fields = events.dead_letter(job.origin, record.key, record.value, record.headers, "undecodable", reason,
+                                    self.worker_id)
+        headers = [
+            ("dlq.source.topic", job.tp[0].encode()),
+            ("dlq.source.partition", str(job.tp[1]).encode()),
+            ("dlq.source.offset", str(job.offset).encode()),
+            ("dlq.reason", b"undecodable"),
+            ("dlq.error", reason.encode()[:1000]),
+            ("dlq.worker", self.worker_id.encode()),
+        ]
+        value = self.codecs["DeadLetter"].encode(fields)
+        return Outcome(self.s.kafka.dlq_topic, record.key, value, headers, "dead_letter")
+
+    # ------------------------------------------------------------------ helpers
+
+    def check_expiry(self, req: TtsRequest) -> None:
+        now = datetime.now(UTC)
+        if req.deadline is not None and now > req.deadline:
+            raise TtsError(ErrorCode.EXPIRED, f"deadline {req.deadline.isoformat()} passed before synthesis")
+        max_age = self.s.worker.max_request_age_seconds
+        if max_age is not None and req.created_at is not None:
+            age = (now - req.created_at).total_seconds()
+            if age > max_age:
+                raise TtsError(ErrorCode.EXPIRED, f"request is {age:.0f}s old; the limit is {max_age:.0f}s")
+
+    def resolve_voice(self, req: TtsRequest) -> LocalAudio:
+        loc = req.voice_location
+        if loc is None:
+            preset = self.voices.resolve(req.voice)
+            return self.references.fetch(preset.reference, check_bucket=False)
+        return self.references.fetch(loc)
+
+    def upload(self, job: Job, loc: S3Location, data: bytes, sha256: str, content_type: str) -> None:
+        if job.state == "dropped":
+            raise Abandoned  # a revoked job need not store what its next owner stores anyway
+        self.storage.put(loc.bucket, loc.key, data, content_type=content_type,
+                         metadata={"sha256": sha256, "worker-id": self.worker_id})
+
+    def spec(self, job: Job) -> SynthesisSpec:
+        req = job.request
+        assert req is not None and job.voice is not None
+        mode = req.emotion_mode
+        emotion = Emotion(
+            mode=mode, alpha=req.emotion_alpha, audio=job.emotion_audio,
+            vector=req.emotion_vector, text=req.emotion_text if mode == "text" else None,
+        )
+        gen = GenerationSettings(
+            top_p=req.top_p, top_k=req.top_k, temperature=req.temperature, num_beams=req.num_beams,
+            repetition_penalty=req.repetition_penalty, max_mel_tokens=req.max_mel_tokens,
+        )
+        return SynthesisSpec(
+            request_id=req.request_id, text=req.text, voice=job.voice, emotion=emotion, use_random=req.use_random,
+            max_text_tokens_per_segment=req.max_text_tokens_per_segment,
+            interval_silence_ms=req.interval_silence_ms, generation=gen, seed=req.seed,
+        )
+
+    def progress_callback(self, job: Job, t0: float) -> Callable[[int, int], None]:
+        req = job.request
+        assert req is not None
+
+        def on_progress(segment: int, segments: int) -> None:
+            elapsed = time.perf_counter() - t0
+            if job.state == "dropped":
+                raise Abandoned
+            if elapsed > self.s.worker.job_timeout_seconds:
+                raise TtsError(ErrorCode.TIMEOUT, f"synthesis exceeded {self.s.worker.job_timeout_seconds:.0f}s "
+                               f"after segment {segment} of {segments}")
+            value = self.codecs["TtsProgress"].encode(
+                events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed))
+            try:
+                self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode())
+                self.events_producer.poll(0)
+            except BufferError:
+                log.warning("progress event dropped: local queue full")
+
+        return on_progress
+
+    def retrying(self, job: Job, stage: str, op: Callable[[], T]) -> T:
+        """Capped exponential backoff with equal jitter for transient errors; permanent ones pass through."""
+        w = self.s.worker
+        while True:
+            try:
+                return op()
+            except TtsError as exc:
+                if not exc.retriable or job.attempts >= w.max_attempts:
+                    raise
+                if exc.code == ErrorCode.STORAGE_ERROR:
+                    self.storage_error = (self.clock(), exc.message)
+                # "Equal jitter": spread retries out, but keep a floor so the total wait stays predictable.
+                cap = min(w.retry_max_seconds, w.retry_base_seconds * 2 ** (job.attempts - 1))
+                delay = cap / 2 + random.uniform(0, cap / 2)
+                job.attempts += 1
+                metrics.RETRIES.labels(stage).inc()
+                log.warning("%s of %s failed (%s); attempt %d in %.1fs", stage, job.request_id, exc,
+                            job.attempts, delay)
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline:
+                    if job.state == "dropped":
+                        raise Abandoned from None
+                    time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,238 @@
+"""An in-memory Kafka for fast tests: ``MemoryBroker`` holds the logs and committed offsets, and
+``MemorySession`` implements ``processor.session.Session`` against it.
+
+It models what the processor relies on, and nothing more:
+- one consumer group; partitions are assigned, revoked or lost by the test (``assign`` / ``revoke`` /
+  ``lose``), delivered to the session's listener inside its next ``poll``, as librdkafka does;
+- an application pause survives revoke and re-assign until ``resume`` (librdkafka's behaviour, and the
+  reason the session resumes at every assignment change);
+- a transaction is atomic: its records become visible and its offsets committed together, or neither;
+  offsets for a partition the session does not hold are fenced (the transaction aborts);
+- injected faults: the next commit aborts or is fatal, a seek fails, a session crashes (it vanishes
+  without callbacks, its uncommitted work is simply gone).
+
+tests/unit/test_session_contract.py runs the same checks against this and the real broker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from processor.session import (
+    TP,
+    FatalKafkaError,
+    OutRecord,
+    Rebalance,
+    Record,
+    TransactionAborted,
+    Watermarks,
+)
+
+
+@dataclass(frozen=True)
+class Stored:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class Crashed(Exception):
+    """The session was crashed by the test; like a killed process, it can do nothing more."""
+
+
+@dataclass
+class MemoryBroker:
+    logs: dict[TP, list[Stored]] = field(default_factory=dict)
+    committed: dict[TP, int] = field(default_factory=dict)
+    owner: dict[TP, MemorySession] = field(default_factory=dict)
+    producers: dict[str, MemorySession] = field(default_factory=dict)  # transactional id -> newest session
+    transactions: int = 0
+
+    def create_topic(self, topic: str, partitions: int = 1) -> None:
+        for p in range(partitions):
+            self.logs.setdefault((topic, p), [])
+
+    def produce(self, topic: str, partition: int, value: bytes | None, key: bytes | None = None,
+                headers: list[tuple[str, bytes]] | None = None) -> int:
+        log = self.logs.setdefault((topic, partition), [])
+        log.append(Stored(key, value, list(headers or [])))
+        return len(log) - 1
+
+    def read(self, topic: str) -> list[Stored]:
+        """Every committed record of ``topic`` (all partitions, in partition then offset order)."""
+        return [r for (t, _), log in sorted(self.logs.items()) if t == topic for r in log]
+
+    def partitions(self, topic: str) -> list[TP]:
+        return sorted(tp for tp in self.logs if tp[0] == topic)
+
+    def session(self) -> MemorySession:
+        return MemorySession(self)
+
+    # ------------------------------------------------------------------ scripted group membership
+
+    def assign(self, session: MemorySession, tps: list[TP]) -> None:
+        for tp in tps:
+            old = self.owner.get(tp)
+            if old is not None and old is not session:
+                raise AssertionError(f"{tp} is still held by another session: revoke or lose it first")
+            self.owner[tp] = session
+        session.events.append(("assign", list(tps)))
+
+    def revoke(self, session: MemorySession, tps: list[TP]) -> None:
+        """A cooperative revoke: the session may still commit for ``tps`` in its on_revoke."""
+        session.events.append(("revoke", list(tps)))
+
+    def lose(self, session: MemorySession, tps: list[TP]) -> None:
+        """The session's membership expired: someone else may own the partitions now."""
+        for tp in tps:
+            if self.owner.get(tp) is session:
+                del self.owner[tp]
+        session.events.append(("lost", list(tps)))
+
+
+class MemorySession:
+    """``processor.session.Session`` over a ``MemoryBroker``."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self.listener: Rebalance | None = None
+        self.topic: str | None = None
+        self.events: deque[tuple[str, list[TP]]] = deque()
+        self.assigned: list[TP] = []
+        self.positions: dict[TP, int] = {}
+        self.paused: set[TP] = set()
+        self.faults: deque[str] = deque()  # "abort" | "fatal" for the next commits
+        self.seek_failures = 0
+        self.crashed = False
+        self.closed = False
+        self.txn_id: str | None = None  # sessions with the same id fence each other, newest wins
+        self._rr = itertools.count()
+
+    # ------------------------------------------------------------------ faults
+
+    def fail_next_commit(self, kind: str = "abort") -> None:
+        assert kind in ("abort", "fatal")
+        self.faults.append(kind)
+
+    def crash(self) -> None:
+        """Like SIGKILL: the session is gone; its partitions are free for another session."""
+        self.crashed = True
+        for tp in self.assigned:
+            if self.broker.owner.get(tp) is self:
+                del self.broker.owner[tp]
+        self.assigned = []
+
+    def _alive(self) -> None:
+        if self.crashed:
+            raise Crashed
+
+    # ------------------------------------------------------------------ Session
+
+    def start(self, topic: str, listener: Rebalance) -> None:
+        self._alive()
+        self.topic = topic
+        self.listener = listener
+        if self.txn_id is not None:
+            self.broker.producers[self.txn_id] = self
+
+    def poll(self, timeout: float) -> Record | None:
+        self._alive()
+        self._deliver_events()
+        ready = [tp for tp in self.assigned if tp not in self.paused
+                 and self.positions.get(tp, 0) < len(self.broker.logs.get(tp, []))]
+        if not ready:
+            return None
+        tp = ready[next(self._rr) % len(ready)]
+        offset = self.positions.get(tp, 0)
+        self.positions[tp] = offset + 1
+        r = self.broker.logs[tp][offset]
+        return Record(tp[0], tp[1], offset, r.key, r.value, list(r.headers))
+
+    def _deliver_events(self) -> None:
+        assert self.listener is not None
+        while self.events:
+            kind, tps = self.events.popleft()
+            if kind == "assign":
+                new = [tp for tp in tps if tp not in self.assigned]
+                self.assigned += new
+                for tp in new:
+                    self.positions[tp] = self.broker.committed.get(tp, 0)
+                self.listener.on_assign(new)
+            elif kind == "revoke":
+                held = [tp for tp in tps if tp in self.assigned]
+                self.listener.on_revoke(held)
+                for tp in held:
+                    self.assigned.remove(tp)
+                    if self.broker.owner.get(tp) is self:
+                        del self.broker.owner[tp]
+            else:
+                held = [tp for tp in tps if tp in self.assigned]
+                for tp in held:
+                    self.assigned.remove(tp)
+                self.listener.on_lost(held)
+
+    def pause(self, tps: list[TP]) -> None:
+        self._alive()
+        self.paused.update(tps)
+
+    def resume(self, tps: list[TP]) -> None:
+        self._alive()
+        self.paused.difference_update(tps)
+
+    def seek_to_committed(self, tps: list[TP]) -> list[TP]:
+        self._alive()
+        if self.seek_failures > 0:
+            self.seek_failures -= 1
+            return list(tps)
+        failed = []
+        for tp in tps:
+            if tp not in self.assigned:
+                failed.append(tp)
+                continue
+            self.positions[tp] = self.broker.committed.get(tp, 0)
+        return failed
+
+    def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
+        self._alive()
+        if self.txn_id is not None and self.broker.producers.get(self.txn_id) is not self:
+            raise FatalKafkaError("fenced: a newer session holds this transactional id")
+        if self.faults:
+            kind = self.faults.popleft()
+            if kind == "fatal":
+                raise FatalKafkaError("injected: producer fenced")
+            raise TransactionAborted("injected abort")
+        for tp in offsets:
+            if self.broker.owner.get(tp) is not self:
+                raise TransactionAborted(f"fenced: {tp} is not held by this member")
+        for r in records:
+            partition = zlib.crc32(r.key) % max(1, len(self.broker.partitions(r.topic))) if r.key else 0
+            self.broker.produce(r.topic, partition, r.value, r.key, list(r.headers))
+        self.broker.committed.update(offsets)
+        self.broker.transactions += 1
+
+    def watermarks(self, tps: list[TP]) -> dict[TP, Watermarks]:
+        return {tp: Watermarks(0, len(self.broker.logs.get(tp, [])), self.positions.get(tp)) for tp in tps}
+
+    def committed(self, tps: list[TP]) -> dict[TP, int | None]:
+        self._alive()
+        return {tp: self.broker.committed.get(tp) for tp in tps}
+
+    def last_error(self) -> tuple[float, str] | None:
+        return None
+
+    def close(self) -> None:
+        self._alive()
+        if self.closed:
+            return
+        self.closed = True
+        if self.assigned and self.listener is not None:
+            held = list(self.assigned)
+            self.listener.on_revoke(held)
+            for tp in held:
+                if self.broker.owner.get(tp) is self:
+                    del self.broker.owner[tp]
+            self.assigned = []
