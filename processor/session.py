@@ -11,6 +11,14 @@ transaction. Every librdkafka error rule lives here and comes out as one of two 
 
 No call here blocks the poll thread longer than ``budget_seconds`` (kept under liveness and
 ``max.poll.interval.ms``): a broker that does not answer in time aborts the transaction instead.
+The transactional calls run on a thread of their own with a deadline, because librdkafka's own
+timeouts do not always hold: after a broker restart ``send_offsets_to_transaction`` can block for
+good (librdkafka 2.16, upstream issues #5456 / #5511; reproduced by
+tests/chaos/test_broker_restart.py). A producer whose call outlives its deadline, or whose
+transaction cannot be aborted in time (the broker is still down), is set aside and replaced by a
+new one with the same ``transactional.id``; the new one's ``init_transactions`` (retried on later
+commits until the broker answers) fences the old one and settles its open transaction. The worker
+keeps its model and its place in the group: nothing restarts.
 
 ``tests/support/memory_broker.py`` implements the same interface in memory; one contract suite
 (tests/unit/test_session_contract.py) runs against both, so the fake cannot drift from Kafka.
@@ -19,10 +27,13 @@ No call here blocks the poll thread longer than ``budget_seconds`` (kept under l
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -130,7 +141,8 @@ class KafkaSession:
     """``Session`` over confluent-kafka: a manual-offset consumer and a transactional producer."""
 
     def __init__(self, consumer: Consumer, producer: Producer, *, budget_seconds: float = 30.0,
-                 park_in_txn_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 park_in_txn_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 new_producer: Callable[[], Producer] | None = None) -> None:
         self.consumer = consumer
         self.producer = producer
         self.budget = budget_seconds
@@ -138,6 +150,14 @@ class KafkaSession:
         self.clock = clock
         self._listener: Rebalance | None = None
         self._last_error: tuple[float, str] | None = None
+        # Builds a replacement transactional producer (same transactional.id); None: a stuck or
+        # unabortable producer is fatal, as it must be when nothing can replace it.
+        self._new_producer = new_producer
+        self._needs_init = False  # a replacement producer whose init_transactions has not succeeded yet
+        self._set_aside: list[Producer] = []  # stuck producers: kept referenced, never destroyed mid-call
+        self.replacements = 0
+        self._txn_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-txn")
+        self._replace_lock = threading.Lock()
 
     @classmethod
     def connect(cls, k: KafkaSettings, worker_id: str, *, budget_seconds: float = 30.0,
@@ -149,9 +169,12 @@ class KafkaSession:
             if holder and err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
                 holder[0]._last_error = (time.monotonic(), err.str())
 
-        session = cls(make_consumer(consumer_config(k, worker_id, on_error)),
-                      make_producer(transactional_producer_config(k, worker_id, on_error)),
-                      budget_seconds=budget_seconds, park_in_txn_seconds=park_in_txn_seconds)
+        def new_producer() -> Producer:
+            return make_producer(transactional_producer_config(k, worker_id, on_error))
+
+        session = cls(make_consumer(consumer_config(k, worker_id, on_error)), new_producer(),
+                      budget_seconds=budget_seconds, park_in_txn_seconds=park_in_txn_seconds,
+                      new_producer=new_producer)
         holder.append(session)
         return session
 
@@ -159,10 +182,20 @@ class KafkaSession:
 
     def start(self, topic: str, listener: Rebalance) -> None:
         self._listener = listener
-        try:
-            self.producer.init_transactions(30)
-        except KafkaException as exc:
-            raise FatalKafkaError(f"init_transactions: {exc.args[0]}") from exc
+        # A worker (re)started while the broker is away (a broker restart, a network split) waits
+        # for it, rather than exiting into a crash loop: librdkafka says "retry call to resume".
+        deadline = self.clock() + 5 * self.budget
+        while True:
+            try:
+                self.producer.init_transactions(min(30.0, self.budget))
+                break
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.fatal() or not err.retriable() or self.clock() >= deadline:
+                    raise FatalKafkaError(f"init_transactions: {err}") from exc
+                log.warning("init_transactions: %s; retrying", err)
+                self._last_error = (self.clock(), str(err))
+                time.sleep(min(1.0, self._left(deadline)))
         self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
 
@@ -269,6 +302,7 @@ class KafkaSession:
         return self._last_error
 
     def close(self) -> None:
+        self._txn_thread.shutdown(wait=False)
         self.consumer.close()
 
     # ------------------------------------------------------------------ the checkpoint
@@ -276,11 +310,63 @@ class KafkaSession:
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         """THE checkpoint: produce the outcomes and send the offsets in one transaction."""
         deadline = self.clock() + self.budget + self.park_in_txn_seconds
+        if self._needs_init:
+            self._call(self._init_replacement, deadline, deadline)
+        # The transaction's own steps keep to ``deadline``; an abort after it gets half a budget more
+        # (``_abort``), and librdkafka a quarter for its own overshoot.
+        self._call(self._transaction, deadline + 0.75 * self.budget, records, offsets, deadline)
+
+    def _call(self, step: Callable[..., None], hard_deadline: float, *args: Any) -> None:
+        """Run ``step`` on the transaction thread; if it outlives ``hard_deadline`` (a librdkafka call
+        that ignores its timeout), set the producer aside for a new one and abort."""
+        producer = self.producer
+        future = self._txn_thread.submit(step, *args)
         try:
-            self.producer.begin_transaction()
+            future.result(timeout=max(0.1, hard_deadline - self.clock()))
+        except FutureTimeout:
+            self._replace(producer, f"a transactional call outlived its {self.budget:g}s budget")
+            raise TransactionAborted("transactional producer stuck; replaced by a new one") from None
+
+    def _replace(self, producer: Producer, why: str) -> None:
+        """Swap ``producer`` (if it is still the current one) for a new producer with the same id."""
+        with self._replace_lock:
+            if self.producer is not producer:
+                return  # replaced already (by the abort path on the transaction thread)
+            if self._new_producer is None:
+                raise FatalKafkaError(f"transactional producer unusable ({why}) and nothing can replace it")
+            log.error("%s: setting the transactional producer aside for a new one with the same id", why)
+            self._set_aside.append(producer)
+            self._txn_thread.shutdown(wait=False)  # its thread may stay stuck in the old producer's call
+            self._txn_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-txn")
+            self.producer = self._new_producer()
+            self._needs_init = True
+            self.replacements += 1
+            self._last_error = (self.clock(), why)
+
+    def _init_replacement(self, deadline: float) -> None:
+        producer = self.producer
+        try:
+            producer.init_transactions(self._left(deadline))
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.fatal():
+                raise FatalKafkaError(f"init_transactions: {err}") from exc
+            self._last_error = (self.clock(), str(err))
+            raise TransactionAborted(f"replacement producer not ready yet: {err}") from exc
+        with self._replace_lock:
+            if self.producer is producer:
+                self._needs_init = False
+                log.info("replacement transactional producer ready")
+
+    def _transaction(self, records: Sequence[OutRecord], offsets: dict[TP, int], deadline: float) -> None:
+        # One producer for the whole sequence: if this thread outlives its deadline, the poll thread
+        # installs a new producer, which a late step here must never touch.
+        producer = self.producer
+        try:
+            producer.begin_transaction()
             for r in records:
-                self.producer.produce(r.topic, r.value, r.key, headers=list(r.headers))
-            self.producer.send_offsets_to_transaction(
+                producer.produce(r.topic, r.value, r.key, headers=list(r.headers))
+            producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, off) for (t, p), off in offsets.items()],
                 self.consumer.consumer_group_metadata(), self._left(deadline),
             )
@@ -289,26 +375,26 @@ class KafkaSession:
                 # can kill the worker between send_offsets_to_transaction and commit_transaction.
                 log.warning("test hook: parked inside a transaction for %.1fs", self.park_in_txn_seconds)
                 time.sleep(self.park_in_txn_seconds)
-            self._commit_transaction(deadline)
+            self._commit_transaction(producer, deadline)
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             if err.fatal():
                 raise FatalKafkaError(f"producer fenced or fatal: {err}") from exc
             self._last_error = (self.clock(), str(err))
-            self._abort(deadline)
+            self._abort(producer, deadline)
             raise TransactionAborted(str(err)) from exc
         except BufferError as exc:  # the local produce queue is full: nothing sent is committed
-            self._abort(deadline)
+            self._abort(producer, deadline)
             raise TransactionAborted(f"local produce queue full: {exc}") from exc
 
     def _left(self, deadline: float) -> float:
         return max(0.1, deadline - self.clock())
 
-    def _commit_transaction(self, deadline: float) -> None:
+    def _commit_transaction(self, producer: Producer, deadline: float) -> None:
         attempt = 0
         while True:
             try:
-                self.producer.commit_transaction(self._left(deadline))
+                producer.commit_transaction(self._left(deadline))
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
@@ -319,20 +405,23 @@ class KafkaSession:
                 time.sleep(min(1.0, 0.05 * 2**attempt, self._left(deadline)))
                 attempt += 1
 
-    def _abort(self, deadline: float) -> None:
+    def _abort(self, producer: Producer, deadline: float) -> None:
         attempt = 0
         # Aborting needs the broker too; give it a budget of its own so a commit that used up its
         # budget can still be rolled back.
         deadline = max(deadline, self.clock() + self.budget / 2)
         while True:
             try:
-                self.producer.abort_transaction(self._left(deadline))
+                producer.abort_transaction(self._left(deadline))
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 if err.fatal():
                     raise FatalKafkaError(f"producer fatal during abort: {err}") from exc
                 if self.clock() >= deadline:
-                    raise FatalKafkaError(f"could not abort the transaction in time: {err}") from exc
+                    # The broker is away (a restart, a network split). A new producer's
+                    # init_transactions, retried on later commits, will settle this transaction.
+                    self._replace(producer, f"could not abort the transaction in time: {err}")
+                    return
                 time.sleep(min(1.0, 0.05 * 2**attempt, self._left(deadline)))
                 attempt += 1

@@ -223,17 +223,11 @@ class Worker:
         except OSError:
             return 0
 
-    def wait_for_log(self, needle: bytes, after: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
+    def log_contains(self, needle: bytes, after: int) -> bool:
+        """Whether the log has ``needle`` past byte ``after``."""
         with self.proc.log_path.open("rb") as f:
-            while time.monotonic() < deadline and self.proc.alive:
-                f.seek(after)
-                chunk = f.read()
-                if needle in chunk:
-                    return True
-                after = max(after, after + len(chunk) - len(needle))
-                time.sleep(0.01)
-        return False
+            f.seek(after)
+            return needle in f.read()
 
 
 class ResultWatch(threading.Thread):
@@ -336,7 +330,7 @@ def run_chaos(stack: Any, tmp: Path, plan: ChaosPlan | None = None) -> ChaosRepo
         monitor.start()
         feeder = threading.Thread(target=_feed, args=(stack, topics, bucket, plan), daemon=True)
         feeder.start()
-        _inflict(stack, pool, proxy, plan, report, rng)
+        _inflict(stack, pool, proxy, plan, report, rng, watch)
 
         deadline = time.monotonic() + plan.timeout
         # A run that has failed already (crash, stall, liveness) ends here rather than at the timeout.
@@ -369,9 +363,15 @@ def _feed(stack: Any, topics: Topics, bucket: str, plan: ChaosPlan) -> None:
     """A stream, not one burst: the chaos lands while requests keep arriving."""
     rng = random.Random(plan.seed + 1)
     texts = ["short one", "a somewhat longer sentence with words", "one two three four five six seven eight"]
-    for start in range(0, plan.requests, 20):
+    # Fed at ~80% of what the workers can do, so work flows through the whole run and every
+    # disruption (placed by the share of requests answered) meets requests in flight.
+    rate = 0.8 * plan.workers / max(plan.job_seconds, 0.01)
+    t0 = time.monotonic()
+    for start in range(0, plan.requests, 10):
+        while time.monotonic() < t0 + start / rate:
+            time.sleep(0.02)
         batch = []
-        for i in range(start, min(start + 20, plan.requests)):
+        for i in range(start, min(start + 10, plan.requests)):
             fields: dict[str, Any] = {"text": rng.choice(texts), "max_text_tokens_per_segment": 20}
             code = plan.planned_error(i)
             if code == "engine_error":
@@ -380,7 +380,6 @@ def _feed(stack: Any, topics: Topics, bucket: str, plan: ChaosPlan) -> None:
                 fields["top_p"] = 5.0
             batch.append(request(f"c{i:05d}", f"s3://{bucket}/voice.wav", **fields))
         produce(stack.kafka_bootstrap, topics.requests, batch)
-        time.sleep(0.3)
 
 
 def _monitor(pool: list[Worker], watch: ResultWatch, plan: ChaosPlan, report: ChaosReport,
@@ -432,23 +431,26 @@ def _check_live(w: Worker, now: float, report: ChaosReport) -> None:
 
 
 def _inflict(stack: Any, pool: list[Worker], proxy: StallProxy, plan: ChaosPlan, report: ChaosReport,
-             rng: random.Random) -> None:
-    """Kills (some inside the commit window), the broker restart and the S3 hang, spread over the
-    expected busy period."""
-    busy = plan.requests * plan.job_seconds / plan.workers
-    events: list[tuple[float, str]] = [(rng.uniform(0.05, 0.9) * busy + 2, "kill") for _ in range(plan.kills)]
-    for i in range(min(plan.kills_in_txn, plan.kills)):
-        events[i] = (events[i][0], "kill_in_txn")
+             rng: random.Random, watch: ResultWatch) -> None:
+    """Kills (some inside the commit window), the broker restart and the S3 hang, each placed at a
+    share of the requests answered, so every one lands while work is flowing (on a busy machine a
+    broker takes 10-40 s to come back, which would squeeze wall-clock slots together)."""
+    in_txn = min(plan.kills_in_txn, plan.kills)
+    events: list[tuple[float, str]] = [(rng.uniform(0.05, 0.5), "kill_in_txn") for _ in range(in_txn)]
+    events += [(rng.uniform(0.05, 0.85), "kill") for _ in range(plan.kills - in_txn)]
     if plan.broker_restart:
-        events.append((0.4 * busy + 2, "broker"))
+        events.append((0.3, "broker"))
     if plan.s3_hang_seconds > 0:
-        events.append((0.65 * busy + 2, "s3_hang"))
+        events.append((0.6, "s3_hang"))
     events.sort()
-    t0 = time.monotonic()
     hang: tuple[float, float] | None = None  # (started, until) while S3 hangs
     for at, kind in events:
-        while time.monotonic() - t0 < at:
+        while (len(watch.seen) < at * plan.requests and not report.unexpected_exits and not report.stalls
+               and not report.liveness_failures):
             time.sleep(0.05)
+            if hang is not None and time.monotonic() >= hang[1]:
+                _end_hang(proxy, hang, report)
+                hang = None
         if hang is not None and (kind == "kill_in_txn" or time.monotonic() >= hang[1]):
             # Transactions happen only while results flow: an in-transaction kill waits out the hang.
             _end_hang(proxy, hang, report)
@@ -469,8 +471,10 @@ def _inflict(stack: Any, pool: list[Worker], proxy: StallProxy, plan: ChaosPlan,
                 continue
             victim = rng.choice(alive)
             if kind == "kill_in_txn":
-                if not _kill_in_txn(victim):
+                parked = _kill_in_txn(alive)
+                if parked is None:
                     continue  # not counted; the run fails if too few land inside
+                victim = parked
                 report.kills_in_txn += 1
             else:
                 victim.kill()
@@ -490,14 +494,19 @@ def _end_hang(proxy: StallProxy, hang: tuple[float, float], report: ChaosReport)
     report.calm_since = max(report.calm_since, time.monotonic())
 
 
-def _kill_in_txn(victim: Worker) -> bool:
-    """SIGKILL ``victim`` while it holds a transaction open: its park hook logs the line just before
-    it parks (``park_in_txn_seconds``, far longer than the 10 ms this waits between looks at the log),
-    so the kill lands after the offsets were sent and before the commit."""
-    if not victim.wait_for_log(PARK_LINE, victim.log_size(), timeout=30):
-        return False
-    victim.kill()
-    return True
+def _kill_in_txn(candidates: list[Worker]) -> Worker | None:
+    """SIGKILL the first of ``candidates`` seen holding a transaction open: the park hook logs its
+    line just before it parks (``park_in_txn_seconds``, far longer than the 10 ms between looks at
+    the logs), so the kill lands after the offsets were sent and before the commit."""
+    marks = {w.name: w.log_size() for w in candidates}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for w in candidates:
+            if w.proc.alive and w.log_contains(PARK_LINE, marks[w.name]):
+                w.kill()
+                return w
+        time.sleep(0.01)
+    return None
 
 
 def _audit(stack: Any, s3: Any, topics: Topics, bucket: str, plan: ChaosPlan, report: ChaosReport) -> None:
