@@ -17,7 +17,7 @@ import time
 import numpy as np
 import numpy.typing as npt
 
-from processor.engine.base import ModelInfo, ProgressCallback, SynthesisSpec, Synthesized
+from processor.engine.base import ModelInfo, ProgressCallback, Segment, SynthesisSpec, Synthesized
 
 SAMPLE_RATE = 22050
 
@@ -44,7 +44,8 @@ class StandInEngine:
         self.calls = 0
         self.held: list[float] = []  # measured hold time per call (sleep overshoot shows here)
         self._info = ModelInfo("StandIn", f"sleep-{hold_seconds * 1000:.0f}ms", "none", "n/a",
-                               {"pid": str(os.getpid()), "mode": "sleep", "rtf": str(rtf)}, 0.0)
+                               {"pid": str(os.getpid()), "mode": "sleep", "rtf": str(rtf)}, 0.0,
+                               sample_rate=sample_rate)
 
     @property
     def info(self) -> ModelInfo:
@@ -65,6 +66,8 @@ class StandInEngine:
             time.sleep(left)
         self.held.append(time.perf_counter() - t0)
         if on_progress is not None:
-            on_progress(1, 1)  # one segment, like a short real request: one progress event
+            # One segment, like a short real request: one progress event, its chunk the whole PCM.
+            on_progress(Segment(1, 1, spec.text, 0, len(self._pcm)), self._pcm)
         return Synthesized(pcm=self._pcm, sample_rate=self.sample_rate, segments=1,
-                           stage_seconds={"hold": self.held[-1]})
+                           stage_seconds={"hold": self.held[-1]},
+                           spans=(Segment(1, 1, spec.text, 0, len(self._pcm)),))

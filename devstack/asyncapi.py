@@ -30,7 +30,7 @@ HEADER = (
     "# Do not edit by hand: tests/unit/test_asyncapi.py fails when this file drifts.\n"
 )
 
-# The DLQ headers the processor sets (processor/pipeline.py, _finish_dead_letter).
+# The DLQ headers the processor sets (processor/deadletter.py, dlq_headers).
 DLQ_HEADERS: dict[str, str] = {
     "dlq.source.topic": "Topic the undecodable record was read from.",
     "dlq.source.partition": "Its partition, as decimal text.",

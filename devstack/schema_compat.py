@@ -171,7 +171,7 @@ def fastavro_problems(reader: Mapping[str, Any], writer: Mapping[str, Any], samp
         buf.seek(0)
         try:
             fastavro.schemaless_reader(buf, w, r)
-        except Exception as e:  # SchemaResolutionError names the field ("No default value for b")
+        except Exception as e:  # SchemaResolutionError names the field ("No default value for b")  # noqa: BLE001
             problems.add(f"{type(e).__name__}: {e}")
     return sorted(problems)
 

@@ -72,7 +72,7 @@ KAFKA_IMAGE = os.environ.get("DEVSTACK_KAFKA_IMAGE", f"apache/kafka:{KAFKA_VERSI
 MINIO_IMAGE = os.environ.get("DEVSTACK_MINIO_IMAGE", "minio/minio:RELEASE.2025-04-22T22-12-26Z")
 
 S3_ACCESS_KEY = "devstack-access-key"
-S3_SECRET_KEY = "devstack-secret-key"
+S3_SECRET_KEY = "devstack-secret-key"  # noqa: S105 (the local S3 server's own throwaway key, never used elsewhere)
 S3_REGION = "us-east-1"
 
 # What `up` creates: the chart's default names (helm/tts-processor/values.yaml).
@@ -510,7 +510,7 @@ def kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:
                          "log_level": 2})
     try:
         return len(admin.list_topics(timeout=timeout).brokers) > 0
-    except Exception:
+    except Exception:  # noqa: BLE001 (a probe: any failure means 'not up yet')
         return False
 
 
@@ -568,7 +568,7 @@ class DockerService:
             c = self.container.get_wrapped_container()
             c.reload()
             return bool(c.status == "running")
-        except Exception:
+        except Exception:  # noqa: BLE001 (a probe: any failure means 'not up yet')
             return False
 
     def _wait(self, timeout: float) -> None:
@@ -633,7 +633,7 @@ def _kafka_container(port: int, host: str) -> Any:
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": "/tmp/kraft-combined-logs",
+        "log.dirs": "/tmp/kraft-combined-logs",  # noqa: S108 (a path inside the throwaway Kafka container)
         **KAFKA_SINGLE_NODE,
     }
     c = DockerContainer(KAFKA_IMAGE)

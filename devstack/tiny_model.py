@@ -297,7 +297,7 @@ FULL_SIZE_PATCH: dict[str, Any] = {
 
 
 def _fake_commit(repo_id: str, seed: int) -> str:
-    return hashlib.sha1(f"tiny:{repo_id}:{seed}:{BUILD_VERSION}".encode()).hexdigest()
+    return hashlib.sha1(f"tiny:{repo_id}:{seed}:{BUILD_VERSION}".encode()).hexdigest()  # noqa: S324 (a fake git commit id for the hub cache layout, not security)
 
 
 def hub_snapshot_dir(hf_home: Path, repo_id: str, seed: int) -> Path:
@@ -406,8 +406,8 @@ def _build_qwen_emotion(out: Path, seed: int) -> None:
     )
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",  # noqa: S106 (tokenizer special tokens, not passwords)
+        pad_token="<|endoftext|>",  # noqa: S106 (tokenizer special tokens, not passwords)
         chat_template=chat_template,
     )
     hf_tok.save_pretrained(str(target))

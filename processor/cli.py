@@ -83,7 +83,8 @@ def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
 def build_request(args: argparse.Namespace) -> dict[str, Any]:
     record: dict[str, Any] = json.loads(Path(args.json).read_text()) if args.json else {}
     for name in ("text", "voice", "emotion_reference", "emotion_text", "workflow_id", "stage_name",
-                 "output_bucket", "output_key_prefix"):
+                 "output_bucket", "output_key_prefix", "output_format", "sample_rate", "channels", "bitrate_kbps",
+                 "loudness", "true_peak_dbtp", "subtitles"):
         if getattr(args, name, None) is not None:
             record[name] = getattr(args, name)
     if args.emotion_alpha is not None:
@@ -92,6 +93,8 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
         record["emotion_vector"] = [float(x) for x in args.emotion_vector.split(",")]
     if args.use_emotion_text:
         record["use_emotion_text"] = True
+    if getattr(args, "stream_segments", False):
+        record["stream_segments"] = True
     if args.deadline_seconds is not None:
         record["deadline"] = datetime.now(UTC) + timedelta(seconds=args.deadline_seconds)
     record.setdefault("request_id", args.request_id or f"req-{uuid.uuid4().hex[:16]}")
@@ -245,6 +248,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--deadline-seconds", type=float)
     s.add_argument("--output-bucket")
     s.add_argument("--output-key-prefix")
+    s.add_argument("--format", dest="output_format", choices=["wav", "flac", "opus", "mp3"])
+    s.add_argument("--sample-rate", type=int, help="8000-48000 Hz (default: the engine's)")
+    s.add_argument("--channels", type=int, choices=[1, 2])
+    s.add_argument("--bitrate-kbps", type=int, help="opus / mp3 bitrate")
+    s.add_argument("--loudness", type=float, help="target integrated loudness in LUFS, e.g. -16")
+    s.add_argument("--true-peak-dbtp", type=float, help="true-peak ceiling with --loudness (default -1)")
+    s.add_argument("--subtitles", choices=["none", "srt", "vtt", "both"])
+    s.add_argument("--stream-segments", action="store_true", help="store and announce each segment as it finishes")
     s.add_argument("--workflow-id")
     s.add_argument("--stage-name")
     s.add_argument("--wait", action="store_true", help="print the result event and exit 0 on success")

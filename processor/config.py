@@ -180,7 +180,7 @@ class WorkerSettings(BaseSettings):
 
     id: str = Field(default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname())
     # Requests taken from Kafka but not yet on the GPU (their references are downloaded meanwhile).
-    prefetch: int = Field(default=2, ge=1, le=16)
+    prefetch: int = Field(default=1, ge=1, le=16)
     shutdown_grace_seconds: float = Field(default=60.0, ge=0)
     health_interval_seconds: float = Field(default=15.0, gt=0)
     max_request_age_seconds: float | None = Field(default=None, gt=0)
@@ -215,7 +215,7 @@ class WorkerSettings(BaseSettings):
 class HttpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HTTP_", extra="ignore")
 
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # noqa: S104 (probes and metrics must be reachable from the kubelet and Prometheus)
     port: int = Field(default=8080, ge=0, le=65535)
 
 

@@ -72,7 +72,6 @@ def build(original: Original, reason: str, message: str, *, worker_id: str, code
     small_headers = [(n, v) for n, v in original.headers if len(n) + len(v) <= 256][:32]
     record = events.dead_letter(original.origin, key, None, small_headers, reason, message, worker_id,
                                 claim_check=claim, original_size=original.size)
-    headers.append(("dlq.claim_check", claim.uri.encode()))
     return DeadLetterRecord(key, codec.encode(record), headers, claim)
 
 

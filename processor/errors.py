@@ -22,6 +22,9 @@ class ErrorCode(StrEnum):
     ENGINE_ERROR = "engine_error"
     STORAGE_ERROR = "storage_error"
     STORAGE_REJECTED = "storage_rejected"
+    # The broker refused the request's outcome for good (larger than its topic takes): a small error
+    # result stands in for it, so the record still gets exactly one outcome.
+    OUTCOME_TOO_LARGE = "outcome_too_large"
     EXPIRED = "expired"
     TIMEOUT = "timeout"
     # A failure nobody foresaw (a bug, a full disk): the request ends with it instead of the worker.
@@ -40,6 +43,7 @@ PERMANENT = frozenset(
         ErrorCode.BUCKET_NOT_ALLOWED,
         ErrorCode.OUTPUT_NOT_ALLOWED,
         ErrorCode.STORAGE_REJECTED,
+        ErrorCode.OUTCOME_TOO_LARGE,
         ErrorCode.UNKNOWN_VOICE,
         ErrorCode.EXPIRED,
         ErrorCode.TIMEOUT,

@@ -18,7 +18,9 @@ from processor.request import S3Location, TtsRequest
 # Upper bounds on what an event copies: a request's own fields are bounded by validation
 # (processor/request.py), these bound messages built from them and from exceptions.
 MAX_MESSAGE_CHARS = 2000
-MAX_EXCERPT_CHARS = 500
+# A segment's text (progress events, the result's segment list): segments are bounded in tokens, not
+# characters, and one "token" run can be long; the request's text bounds their sum (10,000 characters).
+MAX_SEGMENT_TEXT_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ def error_result(
 
 
 def timing_record(t: SegmentTiming) -> dict[str, Any]:
-    return {"index": t.index, "text": t.text, "start_seconds": t.start_seconds, "end_seconds": t.end_seconds}
+    return {"index": t.index, "text": bounded(t.text, MAX_SEGMENT_TEXT_CHARS), "start_seconds": t.start_seconds,
+            "end_seconds": t.end_seconds}
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,8 @@ def progress_event(request_id: str, segment: int, segments: int, worker_id: str,
     record: dict[str, Any] = {"request_id": request_id, "segment": segment, "segments": segments,
                               "worker_id": worker_id, "elapsed_seconds": elapsed, "emitted_at": now()}
     if timing is not None:
-        record.update(text=timing.text, start_seconds=timing.start_seconds, end_seconds=timing.end_seconds)
+        record.update(text=bounded(timing.text, MAX_SEGMENT_TEXT_CHARS), start_seconds=timing.start_seconds,
+                      end_seconds=timing.end_seconds)
     if piece is not None:
         record["audio"] = {
             "uri": piece.location.uri, "bucket": piece.location.bucket, "key": piece.location.key,

@@ -1,7 +1,8 @@
 """Health: WorkerHealth events on Kafka, and /livez, /readyz, /metrics on one HTTP port.
 
-Liveness means the poll loop is ticking and every stage thread is alive (a stuck loop, a dead
-thread, or a GPU job stuck far past its time limit fails it so Kubernetes restarts the pod).
+Liveness means the poll loop is ticking, every stage thread is alive and work gets committed (a
+stuck loop, a dead thread, a GPU job stuck far past its time limit, or work with no commit for
+WORKER_LIVENESS_COMMIT_SECONDS fails it so Kubernetes restarts the pod).
 Readiness means the model is loaded and warm and the consumer has joined the group. The probes and
 the events read the processor's published snapshot, never Kafka or S3 directly. Status is derived
 from real signals, never hard-coded.
@@ -33,12 +34,15 @@ RECENT_ERROR_SECONDS = 60.0
 class WorkerState:
     """What the HTTP probes read; written by the worker as it starts, serves and stops."""
 
-    def __init__(self, stall_seconds: float, job_timeout_seconds: float) -> None:
+    def __init__(self, stall_seconds: float, job_timeout_seconds: float,
+                 commit_stall_seconds: float | None = None) -> None:
         self.status = "starting"
         self.model: ModelInfo | None = None
         self.processor: Processor | None = None
         self.stall_seconds = stall_seconds
         self.job_timeout_seconds = job_timeout_seconds
+        # Default as WORKER_LIVENESS_COMMIT_SECONDS's: the longest job, its retries and a commit.
+        self.commit_stall_seconds = commit_stall_seconds or 2 * job_timeout_seconds + 600
         self.started = time.monotonic()
 
     def live(self) -> tuple[bool, str]:
@@ -54,6 +58,8 @@ class WorkerState:
             return False, f"poll loop stalled for {stalled:.0f}s"
         if snap.current_started is not None and now - snap.current_started > 2 * self.job_timeout_seconds:
             return False, "GPU job stuck past twice its time limit"
+        if snap.progress_at is not None and now - snap.progress_at > self.commit_stall_seconds:
+            return False, f"had work but committed nothing for {now - snap.progress_at:.0f}s"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
@@ -79,7 +85,7 @@ def gpu_record() -> dict[str, Any]:
             return {"available": True, "count": torch.cuda.device_count(),
                     "name": torch.cuda.get_device_name(0), "memory_used_bytes": used,
                     "memory_total_bytes": int(total)}
-    except Exception as exc:  # a lost GPU is reported, not raised
+    except Exception as exc:  # a lost GPU is reported, not raised  # noqa: BLE001
         log.warning("GPU query failed: %s", exc)
         return {"available": False, "count": 0, "name": f"error: {type(exc).__name__}",
                 "memory_used_bytes": None, "memory_total_bytes": None}
@@ -171,7 +177,7 @@ class HealthReporter:
             reasons.append("gpu: CUDA no longer available")
         try:
             self._voices = sorted(self.p.voices.list())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (health must report a failure, never die of it)
             reasons.append(f"voices: {type(exc).__name__}")
         if status is None:
             status = self.state.status

@@ -60,8 +60,10 @@ def transactional_producer_config(k: KafkaSettings, worker_id: str,
         "enable.idempotence": True,
         "transaction.timeout.ms": k.transaction_timeout_ms,
         "linger.ms": 1,
-        # Outcomes are built to fit KAFKA_MAX_MESSAGE_BYTES; the client must let them through.
+        # Outcomes are built to fit KAFKA_MAX_MESSAGE_BYTES; the client must let them through, and no
+        # batch of small outcomes may outgrow what the topics take (setup sizes them to match).
         "message.max.bytes": k.max_message_bytes + FRAMING_BYTES,
+        "batch.size": k.max_message_bytes,
     }
     if error_cb is not None:
         conf["error_cb"] = error_cb

@@ -1,6 +1,6 @@
 """The processor: one Kafka group member driving one GPU.
 
-    request ─▶ intake (decode/validate) ─▶ prepare (refs) ─▶ synthesize ─▶ finish (WAV, upload) ─▶ commit
+    request ─▶ intake (decode/validate) ─▶ prepare (refs) ─▶ synthesize ─▶ finish (render, upload) ─▶ commit
 
 Three seams, each testable on its own:
 - ``processor.ledger``: which requests we hold, per partition in offset order, and what may be
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import queue
 import threading
 import time
@@ -40,30 +39,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from processor import metrics
+from processor import metrics, pacing, tracing
 from processor.config import Settings
 from processor.engine.base import Engine, Synthesized
 from processor.ledger import TP, Ledger
 from processor.references import ReferenceCache
-from processor.session import FatalKafkaError, Record, Session, TransactionAborted
+from processor.session import FatalKafkaError, OutcomeRefused, Record, Session, TransactionAborted
 from processor.stages import Job, Outcome, Stages
 from processor.storage import Storage
 from processor.voices import VoiceCatalog
-from processor.wire import Codec
+from processor.wire import Codec, RegistryUnavailable
 
 __all__ = ["Counters", "FatalKafkaError", "Job", "Outcome", "Processor", "Snapshot"]
 
 log = logging.getLogger(__name__)
 
 Q = TypeVar("Q")
-# pause() drops what librdkafka already fetched and a resumed partition is re-fetched only on the
-# broker thread's next idle tick (up to ~1 s, measured in benchmarks/pipeline_overhead.py): keep at
-# least this much GPU work taken so short jobs never starve across a pause/resume.
-RESUME_LATENCY_SECONDS = 1.2
-# Finished outcomes wait at most this long for company in one transaction.
-BATCH_WINDOW_SECONDS = 0.05
+# A transaction opened early (``Session.begin``) for a job whose upload then takes this long (storage
+# retries) is rolled back and the job committed the ordinary way, far inside transaction.timeout.ms.
+EARLY_TRANSACTION_MAX_SECONDS = 10.0
 LAG_REFRESH_SECONDS = 1.0
 SEEK_RETRY_SECONDS = 1.0
+# A registry outage pauses intake this long per attempt (the record is redone, not dead-lettered).
+REGISTRY_RETRY_SECONDS = 1.0
 
 
 @dataclass
@@ -87,6 +85,9 @@ class Snapshot:
     broker_error: tuple[float, str] | None
     thread_failure: str | None
     in_flight: int
+    # The last moment the worker was making progress: it committed, or it had nothing to do. A worker
+    # with work that commits nothing for long (an abort loop, a wedged stage) is not live.
+    progress_at: float | None = None
 
 
 class Processor:
@@ -130,6 +131,12 @@ class Processor:
         self.counters = Counters()
         self.joined = False
         self.last_tick = clock()
+        self._progress_at = clock()
+        # Set by an aborted transaction until the next commit (or assignment change): the ledger is
+        # empty right after a rewind, but that is not "nothing to do".
+        self._redoing = False
+        # Outcomes that stand in for ones the broker refused for good, by (partition, offset).
+        self._stand_ins: dict[tuple[TP, int], Outcome] = {}
         self.assignment_changed = threading.Event()
         self._last_delivery: dict[TP, float] = {}
         self._lags: dict[TP, int | None] = {}
@@ -147,8 +154,18 @@ class Processor:
         self._halt = threading.Event()  # stage threads: exit now
         self._threads: list[threading.Thread] = []
         self.thread_failure: str | None = None
+        self._fatal = False
         self.current: Job | None = None  # the job on the GPU, for health
-        self.engine_seconds_ewma: float | None = None  # written by the GPU thread, read by the poll thread
+        self.gpu_started = 0.0  # when ``current`` went on the GPU (self.clock)
+        self.job_length = pacing.JobLength()  # written by the GPU thread, read by the poll thread
+        self.finish_length = pacing.JobLength()  # encode + upload seconds; written by the finish thread
+        # Owned by the poll thread: when the oldest uncommitted outcome became ready; whether the last
+        # poll returned a record (more may be queued right behind it); the job whose offsets an early
+        # transaction already holds (Session.begin), and since when.
+        self._ready_since: float | None = None
+        self._took_record = False
+        self._early: Job | None = None
+        self._early_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -181,22 +198,29 @@ class Processor:
             self.ledger.drain()
         if self._grace_deadline is not None and (not self.ledger.busy() or self.clock() >= self._grace_deadline):
             return False
-        record = self.session.poll(0.02 if self.ledger.busy() else 0.2)
+        record = self.session.poll(self._poll_timeout())
         self.last_tick = self.clock()
+        self._took_record = record is not None
         if record is not None:
             self._take(record)
         self._collect_done()
         self._retry_seeks()
-        self._commit_ready(force=not self.ledger.busy() or self._grace_deadline is not None)
+        self._commit_ready(force=self._grace_deadline is not None)
+        self._begin_early()
+        if not self.ledger.busy() and not self._redoing:
+            self._progress_at = self.last_tick
         self._flow_control()
         self._publish()
         return True
 
     def stop(self) -> None:
         """Commit what is finished, abandon the rest, stop and join the threads, leave the group."""
+        # After a fatal error the producer is fenced or broken: nothing more is committed.
         with contextlib.suppress(FatalKafkaError, TransactionAborted):
-            self._collect_done()
-            self._commit_ready(force=True)
+            if not self._fatal:
+                self._collect_done()
+                self._commit_ready(force=True)
+                self._drop_early()
         self.ledger.revoke(list(self.ledger.epochs))  # anything still running is abandoned, never committed
         self._halt.set()
         deadline = time.monotonic() + 5
@@ -219,7 +243,20 @@ class Processor:
             return  # not ours, draining, rewinding, or a re-delivery after pause/resume
         job.marks["polled"] = time.perf_counter()
         self._last_delivery[job.tp] = self.clock()
-        outcome = self.stages.intake(job, record)
+        stand_in = self._stand_ins.get((job.tp, job.offset))
+        if stand_in is not None:  # its own outcome was refused for good before: not worth redoing
+            job.fallback_used = True
+            self.ledger.complete(job, stand_in)
+            return
+        try:
+            outcome = self.stages.intake(job, record)
+        except RegistryUnavailable as exc:
+            # The record may be fine; only its writer schema is out of reach. Redo from the committed
+            # position after a pause instead of dead-lettering it (the health snapshot says why).
+            log.warning("%s; rewinding to the committed offsets", exc)
+            self._rewind()
+            time.sleep(REGISTRY_RETRY_SECONDS)
+            return
         if outcome is not None:
             self.ledger.complete(job, outcome)
         else:
@@ -262,7 +299,9 @@ class Processor:
         for job in self._items(self._prepare_q):
             if not job.advance("preparing"):
                 continue  # dropped while queued
-            outcome = self.stages.prepare(job)
+            with tracing.stage(job.trace, "prepare") as span:
+                outcome = self.stages.prepare(job)
+                tracing.outcome(span, outcome)
             if outcome is not None:
                 self._done.put((job, outcome))
             else:
@@ -272,24 +311,29 @@ class Processor:
         for job in self._items(self._gpu_q):
             if not job.advance("synthesizing"):
                 continue  # dropped (revoked, aborted, draining) before it reached the GPU
+            self.gpu_started = self.clock()
             self.current = job
             try:
-                result = self.stages.synthesize(job)
+                with tracing.stage(job.trace, "synthesize") as span:
+                    result = self.stages.synthesize(job)
+                    tracing.outcome(span, result if isinstance(result, Outcome) else None)
             finally:
                 self.current = None
             if isinstance(result, Outcome):
                 self._done.put((job, result))
             elif result is not None:
-                took = job.stage_seconds["synthesis"]
-                avg = self.engine_seconds_ewma
-                self.engine_seconds_ewma = took if avg is None else 0.8 * avg + 0.2 * took
+                self.job_length.observe(job.stage_seconds["synthesis"], len(job.request.text) if job.request else 1)
                 self._hand_on(self._finish_q, (job, result))
 
     def _finish_loop(self) -> None:
         for job, synth in self._items(self._finish_q):
             if not job.advance("finishing"):
                 continue
-            outcome = self.stages.finish(job, synth)
+            with tracing.stage(job.trace, "store") as span:
+                outcome = self.stages.finish(job, synth)
+                tracing.outcome(span, outcome)
+            if "finish_start" in job.marks:
+                self.finish_length.observe(time.perf_counter() - job.marks["finish_start"], 1)
             if outcome is not None:
                 self._done.put((job, outcome))
 
@@ -298,11 +342,57 @@ class Processor:
     def _commit_ready(self, *, force: bool = False) -> None:
         ready = self.ledger.committable(self.s.worker.max_batch)
         if not ready:
+            self._ready_since = None
             return
-        oldest = min(j.received for j in ready)
-        if not force and len(ready) < self.s.worker.max_batch and self.clock() - oldest < BATCH_WINDOW_SECONDS:
-            return  # batch a little: one transaction for several results, without delaying any by much
-        self._commit(ready)
+        now = self.clock()
+        if self._ready_since is None:
+            self._ready_since = now
+        more = self._took_record or self._outcome_due(self._in_flight(), more_than=0)
+        if pacing.commit_now(len(ready), max_batch=self.s.worker.max_batch, waited=now - self._ready_since,
+                             more_coming=more, force=force):
+            self._ready_since = None
+            self._commit(ready)
+
+    def _begin_early(self) -> None:
+        """Open the transaction while a job uploads: begin + send its offset (two broker round trips)
+        overlap the upload, and its commit then only produces the result and ends the transaction.
+        Only for the first unfinished job of its partition, one at a time; nothing of it is visible
+        before the commit, and ``Session.commit`` rolls it back if the commit does not cover it."""
+        early = self._early
+        if early is not None:
+            if early.state == "dropped" or self.clock() - self._early_at > EARLY_TRANSACTION_MAX_SECONDS:
+                self._drop_early()
+            return
+        if self._grace_deadline is not None or self._outcome_due(self._in_flight(), more_than=1):
+            return  # outcomes follow each other closely: let them share one transaction instead
+        for entries in self.ledger.entries.values():
+            job = next((j for j in entries if j.state != "done"), None)
+            if job is None or job.state != "finishing":
+                continue
+            self._early, self._early_at = job, self.clock()
+            try:
+                self.session.begin({job.tp: job.offset + 1})
+            except TransactionAborted as exc:
+                self._early = None
+                metrics.TRANSACTIONS.labels("aborted").inc()
+                log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
+                self._rewind()
+            return
+
+    def _outcome_due(self, f: pacing.InFlight, *, more_than: int) -> bool:
+        """Are more than ``more_than`` outcomes about to be ready (within the batch window)? Uploads
+        under way are; so is the job on the GPU when it is due to end and be stored within the window."""
+        due = f.finishing
+        remaining, store = f.gpu_remaining, self.finish_length.expected(1)
+        if remaining is not None and store is not None and remaining + store < pacing.BATCH_WINDOW_SECONDS:
+            due += 1
+        return due > more_than
+
+    def _drop_early(self) -> None:
+        if self._early is not None:
+            self._early = None
+            with contextlib.suppress(TransactionAborted):
+                self.session.abort_open()
 
     def _commit(self, jobs: list[Job]) -> None:
         """Audio is already stored; results + offsets now commit atomically, or not at all."""
@@ -310,8 +400,19 @@ class Processor:
         outcomes = [j.outcome for j in jobs]
         assert all(isinstance(o, Outcome) for o in outcomes)
         t0 = time.perf_counter()
+        self._early = None  # this commit ends (or first rolls back) any transaction opened early
         try:
-            self.session.commit([o for o in outcomes if isinstance(o, Outcome)], offsets)
+            with contextlib.ExitStack() as emitting:
+                for job in jobs:
+                    emitting.enter_context(tracing.stage(job.trace, "emit", batch=len(jobs)))
+                self.session.commit([o for o in outcomes if isinstance(o, Outcome)], offsets)
+        except OutcomeRefused as exc:
+            metrics.TRANSACTIONS.labels("aborted").inc()
+            if self._replace_refused(jobs, exc.refused):
+                return  # the same jobs commit again with the stand-ins, nothing is redone
+            log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
+            self._rewind()
+            return
         except TransactionAborted as exc:
             metrics.TRANSACTIONS.labels("aborted").inc()
             log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
@@ -319,15 +420,21 @@ class Processor:
             return
         except FatalKafkaError:
             metrics.TRANSACTIONS.labels("fatal").inc()
+            self._fatal = True
             raise
         metrics.TRANSACTIONS.labels("committed").inc()
+        self._progress_at = self.clock()
+        self._redoing = False
         t1 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("commit").observe(t1 - t0)
         self.ledger.committed_ok(jobs)
         for job in jobs:
+            self._stand_ins.pop((job.tp, job.offset), None)
+        for job in jobs:
             o = job.outcome
             assert isinstance(o, Outcome)
             metrics.REQUESTS.labels(*o.metric_labels).inc()
+            tracing.end_job(job.trace, o.status, o.error_code)
             if o.status == "success":
                 self.counters.done += 1
             elif o.status == "error":
@@ -340,9 +447,28 @@ class Processor:
         if self.on_commit is not None:
             self.on_commit(jobs)
 
+    def _replace_refused(self, jobs: list[Job], refused: dict[int, str]) -> bool:
+        """Put a small stand-in in place of each outcome the broker refused for good. False when a
+        stand-in itself was refused: then nothing smaller exists, and the batch is redone instead."""
+        for index, why in refused.items():
+            job = jobs[index]
+            if job.fallback_used:
+                return False
+            assert isinstance(job.outcome, Outcome)
+            job.outcome = self.stages.fallback(job, job.outcome, why)
+            job.fallback_used = True
+            # Kept until committed: after a refusal librdkafka may fail the next transaction too
+            # (OUT_OF_ORDER_SEQUENCE_NUMBER until its epoch bump), and the redo must not refuse again.
+            self._stand_ins[(job.tp, job.offset)] = job.outcome
+        return True
+
     def _rewind(self) -> None:
         """Everything taken since the last commit is redone from the committed position."""
+        self._redoing = True
         tps = self.ledger.rewind()
+        # The ledger forgot its pauses with everything else: the consumer must not keep them (with
+        # nothing in flight, nothing would ever resume those partitions).
+        self.session.resume(tps)
         self.ledger.hold(self.session.seek_to_committed(tps))
         self._seek_at = self.clock()
 
@@ -359,18 +485,51 @@ class Processor:
         self.session.resume(decision.resume)
 
     def intake_limit(self) -> int:
-        """WORKER_PREFETCH, raised for short jobs so the queued work outlasts a resume's re-fetch delay."""
-        limit = self.s.worker.prefetch
-        avg = self.engine_seconds_ewma
-        if avg is not None and avg > 0:
-            limit = max(limit, min(16, math.ceil(RESUME_LATENCY_SECONDS / avg) + 1))
-        return limit
+        """Pause intake above this many in flight: WORKER_PREFETCH requests ahead of the GPU, taken just
+        in time (``processor.pacing``)."""
+        return pacing.intake_limit(self._in_flight(), self.s.worker.prefetch)
+
+    def _in_flight(self) -> pacing.InFlight:
+        ahead = preparing = synthesizing = finishing = 0
+        finish_remaining: float | None = float("inf")
+        expected_finish = self.finish_length.expected(1)
+        now = time.perf_counter()  # the finish step marks its start on this clock
+        for entries in self.ledger.entries.values():
+            for j in entries:
+                if j.state in ("queued", "preparing"):
+                    ahead += 1
+                    preparing += "prepared" not in j.marks
+                elif j.state == "synthesizing":
+                    synthesizing += 1
+                elif j.state == "finishing":
+                    finishing += 1
+                    started = j.marks.get("finish_start")
+                    if finish_remaining is not None:
+                        finish_remaining = (None if started is None or expected_finish is None
+                                            else min(finish_remaining, expected_finish - (now - started)))
+        current = self.current
+        on_gpu = current is not None and current.state == "synthesizing"
+        # Synthesized but not yet taken by the finish thread: as good as finishing, and due now.
+        if synthesizing > int(on_gpu):
+            finishing += synthesizing - int(on_gpu)
+            finish_remaining = None
+        expected = None
+        if on_gpu and current is not None and current.request is not None:
+            expected = self.job_length.expected(len(current.request.text))
+        return pacing.InFlight(ahead=ahead, preparing=preparing, on_gpu=on_gpu, finishing=finishing,
+                               gpu_elapsed=self.clock() - self.gpu_started, gpu_expected=expected,
+                               finish_remaining=finish_remaining if finishing else None)
+
+    def _poll_timeout(self) -> float:
+        return pacing.poll_timeout(self._in_flight(), prefetch=self.s.worker.prefetch,
+                                   outcomes_waiting=bool(self.ledger.committable(1)))
 
     # librdkafka keeps an application pause on a partition across revoke and re-assign; only resume()
     # clears it (seek does not). So every assignment change resumes the partitions it touches: a pause
     # never outlives the assignment it was made for, and the ledger's pause set starts empty.
     def on_assign(self, tps: list[TP]) -> None:
         metrics.REBALANCES.labels("assign").inc()
+        self._redoing = False
         self.session.resume(tps)
         self.ledger.assign(tps)
         for tp in tps:
@@ -382,6 +541,7 @@ class Processor:
 
     def on_revoke(self, tps: list[TP]) -> None:
         metrics.REBALANCES.labels("revoke").inc()
+        self._redoing = False
         # We still own these partitions inside the callback: commit what is finished, drop the rest.
         self._collect_done()
         self._commit_ready(force=True)
@@ -390,13 +550,17 @@ class Processor:
 
     def on_lost(self, tps: list[TP]) -> None:
         metrics.REBALANCES.labels("lost").inc()
+        self._redoing = False
         # Someone else may own them already: commit nothing.
         self._forget(tps)
         log.warning("lost %s", sorted(f"{t}[{p}]" for t, p in tps))
 
     def _forget(self, tps: list[TP]) -> None:
+        if self._early is not None and self._early.tp in tps:
+            self._drop_early()  # its partition is going: what begin() sent must never commit
         self.session.resume(tps)
         self.ledger.revoke(tps)
+        self._stand_ins = {k: v for k, v in self._stand_ins.items() if k[0] not in tps}
         for tp in tps:
             self._last_delivery.pop(tp, None)
             self._lags.pop(tp, None)
@@ -476,4 +640,5 @@ class Processor:
             current_started=current.started if current is not None else None,
             storage_error=self.stages.storage_error, broker_error=self.session.last_error(),
             thread_failure=getattr(self, "thread_failure", None), in_flight=in_flight,
+            progress_at=self._progress_at,
         )

@@ -41,7 +41,7 @@ def check_audio(data: bytes, what: str) -> None:
         info = sf.info(io.BytesIO(data))
     # libsndfile reports bad input as several exception types (LibsndfileError, RuntimeError, TypeError);
     # whatever it is, the bytes are not a clip we can use.
-    except Exception:
+    except Exception:  # noqa: BLE001 (libsndfile raises several types for bad input; all mean 'not audio')
         raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO,
                        f"{what} is not decodable audio (WAV, FLAC or OGG expected)") from None
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
@@ -59,7 +59,7 @@ def check_audio(data: bytes, what: str) -> None:
     # the header cannot: a truncated or corrupt body would otherwise fail on the GPU as engine_error.
     try:
         decoded, _ = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 (libsndfile raises several types for bad input; all mean 'not audio')
         raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO, f"{what} is truncated or corrupt") from None
     if len(decoded) < MIN_SECONDS * info.samplerate:
         raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO,

@@ -17,7 +17,7 @@ good (librdkafka 2.16, upstream issues #5456 / #5511; reproduced by
 tests/chaos/test_broker_restart.py). A producer whose call outlives its deadline, or whose
 transaction cannot be aborted in time (the broker is still down), is set aside and replaced by a
 new one with the same ``transactional.id``; the new one's ``init_transactions`` (retried on later
-commits until the broker answers) fences the old one and settles its open transaction. The worker
+calls until the broker answers) fences the old one and settles its open transaction. The worker
 keeps its model and its place in the group: nothing restarts.
 
 ``tests/support/memory_broker.py`` implements the same interface in memory; one contract suite
@@ -33,12 +33,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from processor.config import KafkaSettings
-from processor.kafka_io import consumer_config, make_consumer, make_producer, transactional_producer_config
+from processor.headers import read_headers
+from processor.kafka_io import (
+    consumer_config,
+    make_consumer,
+    make_producer,
+    resume_fetching,
+    transactional_producer_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,21 @@ TP = tuple[str, int]
 
 class TransactionAborted(Exception):
     """The transaction was aborted: none of its records or offsets are visible; rewind and redo."""
+
+
+class OutcomeRefused(TransactionAborted):
+    """The broker (or the client) refused some outcomes for good (too large for the topic, invalid):
+    the transaction was aborted, and retrying the same records cannot succeed. ``refused`` maps each
+    refused record's index in the batch to why; the caller replaces those outcomes and commits again."""
+
+    def __init__(self, refused: dict[int, str]) -> None:
+        super().__init__(f"{len(refused)} outcome(s) refused: {'; '.join(sorted(set(refused.values())))}")
+        self.refused = refused
+
+
+# Produce errors that are a property of the record, not of the moment: retrying it cannot succeed.
+PERMANENT_PRODUCE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
+                                      KafkaError.INVALID_RECORD})
 
 
 class FatalKafkaError(RuntimeError):
@@ -63,6 +85,8 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    # Why ``headers`` is empty although the record had headers (processor.headers), or None.
+    headers_problem: str | None = None
 
     @property
     def tp(self) -> TP:
@@ -111,6 +135,15 @@ class Session(Protocol):
         """Move each partition back to its committed offset; returns those it could not (mid-rebalance,
         coordinator unavailable): the caller must take nothing from them until a later try succeeds."""
 
+    def begin(self, offsets: dict[TP, int]) -> None:
+        """Open the transaction now and send these offsets in it: the slow half of the checkpoint,
+        done while the job's upload still runs. Nothing is visible until ``commit``, which must then
+        cover these offsets (or later ones); otherwise it aborts this transaction first. Raises
+        TransactionAborted / FatalKafkaError like ``commit``."""
+
+    def abort_open(self) -> None:
+        """Roll back a transaction opened by ``begin`` (nothing of it was visible)."""
+
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         """Produce ``records`` and commit ``offsets`` atomically, or raise TransactionAborted /
         FatalKafkaError."""
@@ -150,6 +183,7 @@ class KafkaSession:
         self.clock = clock
         self._listener: Rebalance | None = None
         self._last_error: tuple[float, str] | None = None
+        self._open: dict[TP, int] | None = None  # the open transaction's offsets already sent (begin)
         # Builds a replacement transactional producer (same transactional.id); None: a stuck or
         # unabortable producer is fatal, as it must be when nothing can replace it.
         self._new_producer = new_producer
@@ -213,22 +247,19 @@ class KafkaSession:
             return None
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
-        headers: list[tuple[str, bytes]] = []
-        for item in msg.headers() or []:
-            raw = item[1]
-            headers.append((str(item[0]), raw.encode() if isinstance(raw, str) else (raw or b"")))
+        headers, headers_problem = read_headers(msg)  # never msg.headers() directly: see processor.headers
         value = msg.value()
         key = msg.key()
         return Record(topic, partition, offset, key if isinstance(key, bytes | None) else key.encode(),
-                      value if isinstance(value, bytes | None) else value.encode(), headers)
+                      value if isinstance(value, bytes | None) else value.encode(), headers, headers_problem)
 
     def pause(self, tps: list[TP]) -> None:
         if tps:
             self._quietly("pause", self.consumer.pause, tps)
 
     def resume(self, tps: list[TP]) -> None:
-        if tps:
-            self._quietly("resume", self.consumer.resume, tps)
+        if tps:  # resume_fetching: fetched at once, not at librdkafka's next idle tick (up to 1 s later)
+            self._quietly("resume", lambda parts: resume_fetching(self.consumer, parts), tps)
 
     def _quietly(self, what: str, call: Callable[[list[TopicPartition]], None], tps: list[TP]) -> bool:
         # Mid-rebalance a partition can be on its way out: librdkafka says _STATE or
@@ -307,20 +338,33 @@ class KafkaSession:
 
     # ------------------------------------------------------------------ the checkpoint
 
+    # Each public call runs its steps on the transaction thread (``_call``): ``_begin``, ``_abort_open``
+    # and ``_commit`` each take the producer once and use only that one, so a step that wakes up
+    # after its producer was set aside can never touch the replacement.
+
+    def begin(self, offsets: dict[TP, int]) -> None:
+        deadline = self.clock() + self.budget
+        self._init_if_needed(deadline)
+        self._call(self._begin, deadline + 0.75 * self.budget, offsets, deadline)
+
+    def abort_open(self) -> None:
+        if self._open is not None:
+            deadline = self.clock() + self.budget
+            self._call(self._abort_open, deadline + 0.75 * self.budget, deadline)
+
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         """THE checkpoint: produce the outcomes and send the offsets in one transaction."""
         deadline = self.clock() + self.budget + self.park_in_txn_seconds
-        if self._needs_init:
-            self._call(self._init_replacement, deadline, deadline)
-        # The transaction's own steps keep to ``deadline``; an abort after it gets half a budget more
-        # (``_abort``), and librdkafka a quarter for its own overshoot.
-        self._call(self._transaction, deadline + 0.75 * self.budget, records, offsets, deadline)
+        self._init_if_needed(deadline)
+        # The steps keep to ``deadline``; an abort after it gets half a budget more (``_abort``), and
+        # librdkafka a quarter for its own overshoot.
+        self._call(self._commit, deadline + 0.75 * self.budget, records, offsets, deadline)
 
     def _call(self, step: Callable[..., None], hard_deadline: float, *args: Any) -> None:
         """Run ``step`` on the transaction thread; if it outlives ``hard_deadline`` (a librdkafka call
         that ignores its timeout), set the producer aside for a new one and abort."""
         producer = self.producer
-        future = self._txn_thread.submit(step, *args)
+        future = self._txn_thread.submit(step, producer, *args)
         try:
             future.result(timeout=max(0.1, hard_deadline - self.clock()))
         except FutureTimeout:
@@ -339,12 +383,16 @@ class KafkaSession:
             self._txn_thread.shutdown(wait=False)  # its thread may stay stuck in the old producer's call
             self._txn_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-txn")
             self.producer = self._new_producer()
+            self._open = None  # the new producer has no transaction; its init settles the old one's
             self._needs_init = True
             self.replacements += 1
             self._last_error = (self.clock(), why)
 
-    def _init_replacement(self, deadline: float) -> None:
-        producer = self.producer
+    def _init_if_needed(self, deadline: float) -> None:
+        if self._needs_init:
+            self._call(self._init_replacement, deadline, deadline)
+
+    def _init_replacement(self, producer: Producer, deadline: float) -> None:
         try:
             producer.init_transactions(self._left(deadline))
         except KafkaException as exc:
@@ -358,34 +406,78 @@ class KafkaSession:
                 self._needs_init = False
                 log.info("replacement transactional producer ready")
 
-    def _transaction(self, records: Sequence[OutRecord], offsets: dict[TP, int], deadline: float) -> None:
-        # One producer for the whole sequence: if this thread outlives its deadline, the poll thread
-        # installs a new producer, which a late step here must never touch.
-        producer = self.producer
+    def _begin(self, producer: Producer, offsets: dict[TP, int], deadline: float) -> None:
         try:
-            producer.begin_transaction()
-            for r in records:
-                producer.produce(r.topic, r.value, r.key, headers=list(r.headers))
+            if self._open is None:
+                producer.begin_transaction()
+                self._open = {}
             producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, off) for (t, p), off in offsets.items()],
                 self.consumer.consumer_group_metadata(), self._left(deadline),
             )
+            self._open.update(offsets)
+        except KafkaException as exc:
+            self._failed(producer, exc, deadline)
+
+    def _abort_open(self, producer: Producer, deadline: float) -> None:
+        if self._open is not None:
+            self._abort(producer, deadline)
+
+    def _commit(self, producer: Producer, records: Sequence[OutRecord], offsets: dict[TP, int],
+                deadline: float) -> None:
+        if self._open is not None and any(offsets.get(tp, -1) < off for tp, off in self._open.items()):
+            self._abort(producer, deadline)  # what begin() sent is not covered here: it must not commit
+        refused: dict[int, str] = {}
+
+        def on_delivery(index: int) -> Callable[[KafkaError | None, Message], None]:
+            def delivered(err: KafkaError | None, msg: Message) -> None:
+                if err is not None and err.code() in PERMANENT_PRODUCE_ERRORS:
+                    refused[index] = err.str()
+            return delivered
+
+        try:
+            if self._open is None:
+                producer.begin_transaction()
+                self._open = {}
+            for i, r in enumerate(records):
+                try:
+                    producer.produce(r.topic, r.value, r.key, headers=list(r.headers),
+                                          on_delivery=on_delivery(i))
+                except KafkaException as exc:  # refused locally, e.g. larger than message.max.bytes
+                    if exc.args[0].code() in PERMANENT_PRODUCE_ERRORS:
+                        refused[i] = exc.args[0].str()
+                    raise
+            rest = {tp: off for tp, off in offsets.items() if self._open.get(tp) != off}
+            if rest:
+                producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, off) for (t, p), off in rest.items()],
+                    self.consumer.consumer_group_metadata(), self._left(deadline),
+                )
             if self.park_in_txn_seconds > 0:
                 # Test-only (TTS_TEST_PARK_IN_TXN_SECONDS): hold the transaction open so a chaos test
                 # can kill the worker between send_offsets_to_transaction and commit_transaction.
                 log.warning("test hook: parked inside a transaction for %.1fs", self.park_in_txn_seconds)
                 time.sleep(self.park_in_txn_seconds)
             self._commit_transaction(producer, deadline)
+            self._open = None
         except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if err.fatal():
-                raise FatalKafkaError(f"producer fenced or fatal: {err}") from exc
-            self._last_error = (self.clock(), str(err))
-            self._abort(producer, deadline)
-            raise TransactionAborted(str(err)) from exc
+            self._failed(producer, exc, deadline, refused, served=bool(records))
         except BufferError as exc:  # the local produce queue is full: nothing sent is committed
             self._abort(producer, deadline)
             raise TransactionAborted(f"local produce queue full: {exc}") from exc
+
+    def _failed(self, producer: Producer, exc: KafkaException, deadline: float,
+                refused: dict[int, str] | None = None, *, served: bool = False) -> NoReturn:
+        err: KafkaError = exc.args[0]
+        if err.fatal():
+            raise FatalKafkaError(f"producer fenced or fatal: {err}") from exc
+        self._last_error = (self.clock(), str(err))
+        self._abort(producer, deadline)
+        if served:
+            producer.poll(0)  # serve delivery reports still queued: they say which record failed
+        if refused:
+            raise OutcomeRefused(refused) from exc
+        raise TransactionAborted(str(err)) from exc
 
     def _left(self, deadline: float) -> float:
         return max(0.1, deadline - self.clock())
@@ -406,6 +498,7 @@ class KafkaSession:
                 attempt += 1
 
     def _abort(self, producer: Producer, deadline: float) -> None:
+        self._open = None
         attempt = 0
         # Aborting needs the broker too; give it a budget of its own so a commit that used up its
         # budget can still be rolled back.
@@ -420,8 +513,8 @@ class KafkaSession:
                     raise FatalKafkaError(f"producer fatal during abort: {err}") from exc
                 if self.clock() >= deadline:
                     # The broker is away (a restart, a network split). A new producer's
-                    # init_transactions, retried on later commits, will settle this transaction.
+                    # init_transactions, retried on later calls, will settle this transaction.
                     self._replace(producer, f"could not abort the transaction in time: {err}")
-                    return
+                    raise TransactionAborted(f"abort unfinished ({err}); producer replaced") from exc
                 time.sleep(min(1.0, 0.05 * 2**attempt, self._left(deadline)))
                 attempt += 1

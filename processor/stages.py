@@ -1,6 +1,6 @@
 """The per-request work, as plain steps that return an ``Outcome``:
 
-    intake (decode, validate, expiry) → prepare (voice, emotion clip) → synthesize → finish (WAV, upload)
+    intake (decode, validate, expiry) → prepare (voice, emotion clip) → synthesize → finish (render, upload)
 
 Each step catches everything that can go wrong with ONE request and turns it into an error outcome
 with a stable code (``internal_error`` for what nobody foresaw), so a bad request can never take a
@@ -13,6 +13,7 @@ The steps know nothing about threads, queues or Kafka; ``processor.pipeline.Proc
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -21,18 +22,31 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from processor import events, metrics
-from processor.audio import render, unavailable
+import numpy as np
+import numpy.typing as npt
+
+from processor import deadletter, events, metrics, tracing
+from processor.audio import EncodedAudio, SegmentTiming, Span, timeline, unavailable
 from processor.config import Settings
-from processor.engine.base import Emotion, Engine, GenerationSettings, LocalAudio, SynthesisSpec, Synthesized
+from processor.engine.base import (
+    Emotion,
+    Engine,
+    GenerationSettings,
+    LocalAudio,
+    ProgressCallback,
+    Segment,
+    SynthesisSpec,
+    Synthesized,
+)
 from processor.errors import ErrorCode, TtsError
 from processor.ledger import Entry
+from processor.output import JobStream, SegmentStreamer, SubtitleFile, render_job, subtitle_location
 from processor.references import ReferenceCache
-from processor.request import S3Location, TtsRequest, parse_s3_uri, validate_request
+from processor.request import OutputPolicy, S3Location, TtsRequest, outcome_id, parse_s3_uri, validate_request
 from processor.session import Record
 from processor.storage import Storage, content_addressed
 from processor.voices import VoiceCatalog
-from processor.wire import Codec, DecodeError
+from processor.wire import Codec, DecodeError, RegistryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +80,23 @@ class Job(Entry):
     key: bytes | None = None
     received: float = 0.0
     request: TtsRequest | None = None
+    # Where the request may write, decided at intake (before any download or GPU time).
+    output: S3Location | None = None
+    # A dead letter whose original needs a claim check: built by ``prepare``, off the poll thread.
+    pending_dead_letter: tuple[deadletter.Original, str] | None = None
+    dead_letter_original: deadletter.Original | None = None
+    fallback_used: bool = False  # its outcome was refused once and replaced by a stand-in
     attempts: int = 1
     voice: LocalAudio | None = None
     emotion_audio: LocalAudio | None = None
+    # Its streamed pieces (stream_segments): rendered, stored and announced off the GPU thread.
+    stream: JobStream | None = None
     started: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # perf_counter timestamps of the job's life, for benchmarks and debugging.
     marks: dict[str, float] = field(default_factory=dict)
+    # The request's trace (W3C headers in, OpenTelemetry spans): None when there is nothing to trace.
+    trace: tracing.JobTrace | None = None
 
     @property
     def origin(self) -> events.Origin:
@@ -80,7 +104,7 @@ class Job(Entry):
 
     @property
     def request_id(self) -> str:
-        return self.request.request_id if self.request else f"unidentified-{self.tp[0]}-{self.tp[1]}-{self.offset}"
+        return outcome_id(self.request.request_id if self.request else None, f"{self.tp[0]}-{self.tp[1]}-{self.offset}")
 
 
 class Abandoned(Exception):
@@ -103,24 +127,35 @@ class Stages:
         self.events_producer = events_producer
         self.clock = clock
         self.storage_error: tuple[float, str] | None = None  # the last transient storage failure, for health
+        s3 = settings.s3
+        self.output_policy = OutputPolicy.of(s3.bucket, s3.writable(), s3.output_prefix_list(), s3.reserved_prefixes())
+        self.streamer = SegmentStreamer()
 
     # ------------------------------------------------------------------ the steps
 
     def intake(self, job: Job, record: Record) -> Outcome | None:
         """Decode and validate; bad input ends here with a dead letter or an error result."""
         t0 = time.perf_counter()
+        job.trace = tracing.start_job(record.headers, topic=record.topic, partition=record.partition,
+                                      offset=record.offset)
         try:
-            fields = self.codecs["TtsRequest"].decode(record.value)
-        except Exception as exc:  # DecodeError, or anything a hostile record makes the decoder raise
+            # Timestamps as millis: one no datetime can hold is then invalid_request, not undecodable.
+            fields = self.codecs["TtsRequest"].decode(record.value, raw_timestamps=True)
+        except RegistryUnavailable:
+            raise  # says nothing about the record: the processor retries it, never dead-letters it
+        except Exception as exc:  # DecodeError, or anything a hostile record makes the decoder raise  # noqa: BLE001
             reason = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
             return self.dead_letter(job, record, reason)
         request_id = job.request_id
         try:
-            request_id = str(fields.get("request_id") or request_id)
+            # The id an outcome carries: the request's own when valid, else a short stand-in.
+            request_id = outcome_id(fields.get("request_id"), f"{job.tp[0]}-{job.tp[1]}-{job.offset}")
+            tracing.annotate(job.trace, request_id=request_id)
             job.request = validate_request(fields)
+            job.output = self.output_policy.location(job.request)
             self.check_expiry(job.request)
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one request's failure, whatever it is, becomes its error outcome)
             return self.error(job, exc, request_id=request_id)
         finally:
             job.marks["decoded"] = time.perf_counter()
@@ -129,19 +164,23 @@ class Stages:
 
     def prepare(self, job: Job) -> Outcome | None:
         """Fetch the voice (and emotion) reference clips to local disk."""
+        if job.pending_dead_letter is not None:
+            return self.claim_checked_dead_letter(job)
         req = job.request
         assert req is not None
         job.started = self.clock()
         t0 = time.perf_counter()
         try:
             self.check_expiry(req)
+            if (why := unavailable(req.output_spec)) is not None:  # refused before it costs GPU time
+                raise TtsError(ErrorCode.UNSUPPORTED_FORMAT, why)
             job.voice = self.retrying(job, "download", lambda: self.resolve_voice(req))
             if req.emotion_reference is not None:
                 loc = parse_s3_uri(req.emotion_reference)
                 job.emotion_audio = self.retrying(job, "download", lambda: self.references.fetch(loc))
         except Abandoned:
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one request's failure, whatever it is, becomes its error outcome)
             return self.error(job, exc)
         job.marks["prepared"] = time.perf_counter()
         job.stage_seconds["download"] = job.marks["prepared"] - t0
@@ -154,6 +193,7 @@ class Stages:
         t0 = job.marks["engine_start"] = time.perf_counter()
         try:
             self.check_expiry(req)
+            job.stream = self.open_stream(job, t0) if req.stream_segments else None
             result = self.engine.synthesize(self.spec(job), self.progress_callback(job, t0))
         except Abandoned:
             return None
@@ -168,21 +208,24 @@ class Stages:
         return result
 
     def finish(self, job: Job, synth: Synthesized) -> Outcome | None:
-        """Encode the WAV and store it; the success result names where."""
+        """Render the audio as asked (rate, loudness, format), store it and its subtitles; the success
+        result names them, with every segment's timing in the stored audio."""
         req = job.request
         assert req is not None
         t0 = job.marks["finish_start"] = time.perf_counter()
         try:
-            if (why := unavailable(req.output_spec)) is not None:
-                raise TtsError(ErrorCode.UNSUPPORTED_FORMAT, why)
-            audio = render(synth.pcm, synth.sample_rate, req.output_spec)
+            if job.stream is not None:
+                self.close_stream(job, job.stream)
+            # Resampling, loudness and encoding happen here, on the finish thread: never on the GPU's.
+            rendered = render_job(req, synth.pcm, synth.sample_rate, synth.spans)
+            audio = rendered.audio
             job.stage_seconds["encode"] = time.perf_counter() - t0
-            loc = req.output_location(self.s.s3.bucket)
-            if loc.bucket not in self.s.s3.allowed():
-                raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"output bucket '{loc.bucket}' is not allowed")
-            loc = content_addressed(loc, audio.sha256)
+            # Where it may go was decided at intake (OutputPolicy), before any download or GPU time.
+            base = job.output or self.output_policy.location(req)
+            loc = content_addressed(base, audio.sha256)
             t1 = time.perf_counter()
             self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256, audio.content_type))
+            stored = [self.store_subtitles(job, base, f) for f in rendered.subtitles]
             job.marks["uploaded"] = time.perf_counter()
             job.stage_seconds["upload"] = job.marks["uploaded"] - t1
             for stage in ("encode", "upload"):
@@ -196,20 +239,21 @@ class Stages:
                 req, job.origin, worker_id=self.worker_id, location=loc, audio=audio, segments=synth.segments,
                 processing_seconds=self.clock() - job.started, synthesis_seconds=synthesis,
                 model=self.engine.info, voice_sha256=job.voice.sha256 if job.voice else None,
-                attempts=job.attempts, engine_rate=synth.sample_rate,
+                attempts=job.attempts, engine_rate=synth.sample_rate, timing=rendered.timing, subtitles=stored,
             )
-            return self.result(req.request_id, record, "success")
+            return self.result(req.request_id, record, "success", trace=job.trace)
         except Abandoned:
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (one request's failure, whatever it is, becomes its error outcome)
             return self.error(job, exc, model=True)
 
     # ------------------------------------------------------------------ outcomes
 
     def result(self, request_id: str, record: dict[str, Any], status: Literal["success", "error"],
-               error_code: str = "") -> Outcome:
+               error_code: str = "", trace: tracing.JobTrace | None = None) -> Outcome:
         value = self.codecs["TtsResult"].encode(record)
-        return Outcome(self.s.kafka.result_topic, request_id.encode(), value, [], status, error_code)
+        return Outcome(self.s.kafka.result_topic, request_id.encode(), value, tracing.with_trace([], trace), status,
+                       error_code)
 
     def error(self, job: Job, exc: Exception, *, request_id: str | None = None, model: bool = False) -> Outcome:
         if not isinstance(exc, TtsError):
@@ -221,21 +265,67 @@ class Stages:
             processing_seconds=(self.clock() - job.started) if job.started else 0.0,
             model=self.engine.info if model else None, attempts=job.attempts,
         )
-        return self.result(rid, record, "error", exc.code.value)
+        return self.result(rid, record, "error", exc.code.value, trace=job.trace)
 
-    def dead_letter(self, job: Job, record: Record, reason: str) -> Outcome:
-        fields = events.dead_letter(job.origin, record.key, record.value, record.headers, "undecodable", reason,
-                                    self.worker_id)
-        headers = [
-            ("dlq.source.topic", job.tp[0].encode()),
-            ("dlq.source.partition", str(job.tp[1]).encode()),
-            ("dlq.source.offset", str(job.offset).encode()),
-            ("dlq.reason", b"undecodable"),
-            ("dlq.error", reason.encode()[:1000]),
-            ("dlq.worker", self.worker_id.encode()),
-        ]
-        value = self.codecs["DeadLetter"].encode(fields)
-        return Outcome(self.s.kafka.dlq_topic, record.key, value, headers, "dead_letter")
+    def dead_letter(self, job: Job, record: Record, reason: str) -> Outcome | None:
+        """The dead letter of an undecodable record; None when its original needs a claim check first
+        (then ``prepare`` builds it, so that the upload never holds the poll thread)."""
+        original = deadletter.Original(job.origin, record.key, record.value, record.headers, record.headers_problem)
+        if original.size + deadletter.FRAMING_BYTES > self.s.kafka.max_message_bytes:
+            job.pending_dead_letter = (original, reason)
+            return None
+        return self._dead_letter(job, original, reason, max_bytes=self.s.kafka.max_message_bytes)
+
+    def claim_checked_dead_letter(self, job: Job) -> Outcome | None:
+        assert job.pending_dead_letter is not None
+        original, reason = job.pending_dead_letter
+        try:
+            return self._dead_letter(job, original, reason, max_bytes=self.s.kafka.max_message_bytes)
+        except Abandoned:
+            return None
+        except TtsError as exc:
+            # The original cannot be stored: it is lost, but its place in the stream is kept and the
+            # dead letter says why (an error result cannot stand in: the record is not a request).
+            log.error("claim check for %s failed: %s", job.origin, exc)
+            return self._dead_letter(job, deadletter.Original(job.origin, None, None, []),
+                                     f"{reason}; its original ({original.size} bytes) could not be stored: {exc}",
+                                     max_bytes=self.s.kafka.max_message_bytes)
+
+    def _dead_letter(self, job: Job, original: deadletter.Original, reason: str, *, max_bytes: int) -> Outcome:
+        s3 = self.s.s3
+
+        def put(loc: S3Location, data: bytes) -> None:
+            self.retrying(job, "claim_check", lambda: self.storage.put(
+                loc.bucket, loc.key, data, content_type="application/vnd.apache.avro+binary",
+                metadata={"sha256": hashlib.sha256(data).hexdigest(), "worker-id": self.worker_id}))
+
+        dl = deadletter.build(original, "undecodable", reason, worker_id=self.worker_id,
+                              codec=self.codecs["DeadLetter"], max_bytes=max_bytes, bucket=s3.bucket,
+                              prefix=s3.dead_letter_prefix, put=put)
+        job.dead_letter_original = original
+        return Outcome(self.s.kafka.dlq_topic, dl.key, dl.value, tracing.with_trace(dl.headers, job.trace),
+                       "dead_letter")
+
+    def fallback(self, job: Job, refused: Outcome, why: str) -> Outcome:
+        """What stands in for an outcome the broker refused for good (too large for its topic): a small
+        error result, or a dead letter whose original goes by claim check. Runs on the poll thread; the
+        claim check there is bounded by the storage call budget, and it is only needed when the DLQ
+        topic takes less than KAFKA_MAX_MESSAGE_BYTES."""
+        log.error("outcome for %s refused by the broker (%s); replacing it", job.origin, why)
+        if refused.status == "dead_letter" and job.dead_letter_original is not None:
+            try:
+                return self._dead_letter(job, job.dead_letter_original, f"original dead letter refused: {why}",
+                                         max_bytes=0)  # 0: always by claim check, the smallest form
+            except (TtsError, Abandoned) as exc:
+                log.error("claim check for %s failed: %s", job.origin, exc)
+                return self._dead_letter(job, deadletter.Original(job.origin, None, None, []),
+                                         f"dead letter refused ({why}) and its original could not be stored",
+                                         max_bytes=0)
+        rid = job.request_id
+        record = events.error_result(rid, job.origin, TtsError(
+            ErrorCode.OUTCOME_TOO_LARGE, f"the {refused.status} result ({len(refused.value)} bytes) was refused by "
+            f"the result topic: {why}"), worker_id=self.worker_id, attempts=job.attempts)
+        return self.result(rid, record, "error", ErrorCode.OUTCOME_TOO_LARGE.value, trace=job.trace)
 
     # ------------------------------------------------------------------ helpers
 
@@ -255,6 +345,12 @@ class Stages:
             preset = self.voices.resolve(req.voice)
             return self.references.fetch(preset.reference, check_bucket=False)
         return self.references.fetch(loc)
+
+    def store_subtitles(self, job: Job, base: S3Location, f: SubtitleFile) -> events.StoredFile:
+        sha256 = hashlib.sha256(f.data).hexdigest()
+        loc = subtitle_location(base, f.format, sha256)
+        self.retrying(job, "upload", lambda: self.upload(job, loc, f.data, sha256, f.content_type))
+        return events.StoredFile(f.format, loc, sha256, len(f.data))
 
     def upload(self, job: Job, loc: S3Location, data: bytes, sha256: str, content_type: str) -> None:
         if job.state == "dropped":
@@ -280,26 +376,69 @@ class Stages:
             interval_silence_ms=req.interval_silence_ms, generation=gen, seed=req.seed,
         )
 
-    def progress_callback(self, job: Job, t0: float) -> Callable[[int, int], None]:
+    def progress_callback(self, job: Job, t0: float) -> ProgressCallback:
         req = job.request
         assert req is not None
+        rate = self.engine.info.sample_rate
+        out_rate = req.output_spec.rate_for(rate) if rate else 0
 
-        def on_progress(segment: int, segments: int) -> None:
+        def on_progress(span: Segment, chunk: npt.NDArray[np.int16]) -> None:
             elapsed = time.perf_counter() - t0
             if job.state == "dropped":
                 raise Abandoned
             if elapsed > self.s.worker.job_timeout_seconds:
                 raise TtsError(ErrorCode.TIMEOUT, f"synthesis exceeded {self.s.worker.job_timeout_seconds:.0f}s "
-                               f"after segment {segment} of {segments}")
-            value = self.codecs["TtsProgress"].encode(
-                events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed))
-            try:
-                self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode())
-                self.events_producer.poll(0)
-            except BufferError:
-                log.warning("progress event dropped: local queue full")
+                               f"after segment {span.index} of {span.count}")
+            if job.stream is not None:
+                job.stream.add(span, chunk)  # only queued: the segment thread renders, stores and announces it
+                return
+            [timing] = timeline([span], rate, out_rate) if rate else [None]
+            self.announce(job, span, elapsed, timing, None)
 
         return on_progress
+
+    def announce(self, job: Job, span: Segment, elapsed: float, timing: SegmentTiming | None,
+                 piece: events.SegmentPiece | None) -> None:
+        """One progress event: the finished segment, its text and timing, and its stored piece if any."""
+        req = job.request
+        assert req is not None
+        value = self.codecs["TtsProgress"].encode(
+            events.progress_event(req.request_id, span.index, span.count, self.worker_id, elapsed, timing, piece))
+        try:
+            self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode(),
+                                         headers=tracing.with_trace([], job.trace))
+            self.events_producer.poll(0)
+        except BufferError:
+            log.warning("progress event dropped: local queue full")
+
+    def open_stream(self, job: Job, t0: float) -> JobStream | None:
+        """Listen while it renders: each finished segment goes to storage and the progress topic."""
+        req = job.request
+        assert req is not None
+        rate = self.engine.info.sample_rate
+        if not rate:
+            log.warning("%s asked for stream_segments but the engine does not say its sample rate", req.request_id)
+            return None
+        base = job.output or self.output_policy.location(req)
+
+        def store(loc: S3Location, audio: EncodedAudio) -> None:
+            self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256, audio.content_type))
+
+        def announce(span: Span, timing: SegmentTiming, piece: events.SegmentPiece | None) -> None:
+            assert isinstance(span, Segment)
+            self.announce(job, span, time.perf_counter() - t0, timing, piece)
+
+        return self.streamer.open(req, base, rate, store, announce)
+
+    def close_stream(self, job: Job, stream: JobStream) -> None:
+        """Every piece is stored and its event delivered before the result can commit."""
+        if not stream.wait(self.s.worker.job_timeout_seconds):
+            log.warning("%s: streamed segments still pending; the result goes out without waiting", job.request_id)
+        if stream.failed is not None:
+            log.warning("%s: streamed segments stopped: %s", job.request_id, stream.failed)
+        left = self.events_producer.flush(10)
+        if left:
+            log.warning("%s: %d progress event(s) not yet delivered before the result", job.request_id, left)
 
     def retrying(self, job: Job, stage: str, op: Callable[[], T]) -> T:
         """Capped exponential backoff with equal jitter for transient errors; permanent ones pass through."""
@@ -314,7 +453,7 @@ class Stages:
                     self.storage_error = (self.clock(), exc.message)
                 # "Equal jitter": spread retries out, but keep a floor so the total wait stays predictable.
                 cap = min(w.retry_max_seconds, w.retry_base_seconds * 2 ** (job.attempts - 1))
-                delay = cap / 2 + random.uniform(0, cap / 2)
+                delay = cap / 2 + random.uniform(0, cap / 2)  # noqa: S311 (retry jitter, not a secret)
                 job.attempts += 1
                 metrics.RETRIES.labels(stage).inc()
                 log.warning("%s of %s failed (%s); attempt %d in %.1fs", stage, job.request_id, exc,

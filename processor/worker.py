@@ -41,7 +41,7 @@ def run_worker(settings: Settings) -> int:
     logs.configure(settings.log_level, settings.secrets())
     w = settings.worker
     tracing.configure(settings.tracing.traces_exporter, service_name=settings.tracing.service_name, worker_id=w.id)
-    state = WorkerState(w.liveness_stall_seconds, w.job_timeout_seconds)
+    state = WorkerState(w.liveness_stall_seconds, w.job_timeout_seconds, w.commit_stall_seconds())
     server = serve_http(state, settings.http.host, settings.http.port)
     codecs = make_codecs(settings)
     events_producer = make_producer(plain_producer_config(settings.kafka, w.id))

@@ -105,7 +105,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             return _bad(f"upload of {length} bytes exceeds the {cap}-byte limit", "reference_too_large", 413)
         try:
             form = await request.form(max_files=1, max_fields=4, max_part_size=64 * 1024)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (bad input from the browser becomes an HTTP error, not a 500)
             return _bad(f"not a multipart form upload: {exc}")
         file = form.get("file")
         kind = str(form.get("kind") or "voice")
@@ -177,7 +177,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
 
         try:
             obj = await run_in_threadpool(fetch)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (bad input from the browser becomes an HTTP error, not a 500)
             code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
             if code == "InvalidRange":
                 return Response(status_code=416)

@@ -33,7 +33,7 @@ from processor.references import check_audio
 from processor.request import GENERATION_DEFAULTS, TtsRequest, validate_request
 from processor.storage import Storage
 from processor.voices import VoiceCatalog
-from processor.wire import Codec, DecodeError, SchemaRegistry
+from processor.wire import Codec, DecodeError, make_codecs
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Tailer(threading.Thread):
                     "logger": _quiet,
                 })
                 self._loop(consumer)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (a tailer reports its failure in the UI and retries)
                 self.error = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("%s tailer: %s", self.kind, self.error)
                 self.stop_event.wait(2.0)
@@ -225,10 +225,7 @@ class Backend:
     def __init__(self, settings: Settings, *, storage: Storage | None = None, history: int = 200) -> None:
         self.settings = settings
         k = settings.kafka
-        registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
-        subjects = {"TtsRequest": k.request_topic, "TtsResult": k.result_topic, "TtsProgress": k.progress_topic,
-                    "WorkerHealth": k.health_topic}
-        self.codecs = {name: Codec(name, registry, f"{topic}-value") for name, topic in subjects.items()}
+        self.codecs = make_codecs(settings)
         self.storage = storage or Storage(settings.s3)
         self.catalog = VoiceCatalog(self.storage, settings.s3.bucket, settings.s3.voices_prefix)
         self.history_size = history

@@ -2,22 +2,26 @@
 
 from processor.engine.base import (
     EMOTION_NAMES,
+    Capabilities,
     Emotion,
     Engine,
     GenerationSettings,
     ModelInfo,
     ProgressCallback,
+    Segment,
     SynthesisSpec,
     Synthesized,
 )
 
 __all__ = [
     "EMOTION_NAMES",
+    "Capabilities",
     "Emotion",
     "Engine",
     "GenerationSettings",
     "ModelInfo",
     "ProgressCallback",
+    "Segment",
     "SynthesisSpec",
     "Synthesized",
 ]

@@ -78,8 +78,23 @@ class SynthesisSpec:
     max_text_tokens_per_segment: int = 120
     interval_silence_ms: int | None = None
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    # Speaking rate: < 1 is faster (IndexTTS-2.5's duration factor); engines without speed control take 1.0 only.
+    speed: float = 1.0
+    # Text language (ISO 639-1, e.g. "en"); None lets the engine detect it or use its configured default.
+    language: str | None = None
     # Seeds the RNG so a re-processed request renders the same bytes to the same S3 key.
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One synthesized text segment and where its speech lies in the final PCM."""
+
+    index: int  # 1-based, like the progress events
+    count: int
+    text: str  # the normalized text the engine actually synthesized
+    start_sample: int  # where this segment's speech starts in Synthesized.pcm
+    end_sample: int  # exclusive; the silence between segments lies outside [start, end)
 
 
 @dataclass(frozen=True)
@@ -90,10 +105,40 @@ class Synthesized:
     sample_rate: int
     segments: int
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    spans: tuple[Segment, ...] = ()  # one per segment, in order
 
     @property
     def duration_seconds(self) -> float:
         return float(len(self.pcm)) / float(self.sample_rate)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can be asked for; requests outside it are refused before any synthesis.
+
+    ``languages``: text languages (ISO 639-1) the engine's front end and model handle.
+    ``detects_language``: whether a request without ``language`` is fine (the engine, or the
+    adapter, works it out from the text). ``emotion_modes``: the ``Emotion.mode`` values it
+    supports. ``speed_min``/``speed_max``: the accepted ``speed`` range (1.0 only: no speed
+    control). ``streaming``: progress callbacks come per segment with that segment's PCM.
+    """
+
+    languages: tuple[str, ...] = ("zh", "en")
+    detects_language: bool = True
+    emotion_modes: tuple[str, ...] = ("same_as_voice", "reference", "vector", "text")
+    speed_min: float = 1.0
+    speed_max: float = 1.0
+    streaming: bool = True
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "languages": list(self.languages),
+            "detects_language": self.detects_language,
+            "emotion_modes": list(self.emotion_modes),
+            "speed_min": self.speed_min,
+            "speed_max": self.speed_max,
+            "streaming": self.streaming,
+        }
 
 
 @dataclass(frozen=True)
@@ -104,11 +149,17 @@ class ModelInfo:
     precision: str
     flags: dict[str, str] = field(default_factory=dict)
     load_seconds: float = 0.0
+    engine: str = "indextts2"  # the model family: "indextts2" | "indextts2.5"
+    backend: str = "sdpa"  # the GPT's attention backend in effect
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    sample_rate: int = 0  # of Synthesized.pcm; 0 when unknown
 
 
-# Called after each finished segment with (segment_index starting at 1, segment_count). It may raise
-# (e.g. TtsError(TIMEOUT) or a cancellation) to stop the job between segments.
-ProgressCallback = Callable[[int, int], None]
+# Called after each finished segment with that Segment and a chunk of the final PCM: the chunks tile
+# Synthesized.pcm exactly (chunk i runs from the end of chunk i-1 to the end of segment i's speech
+# plus the silence that follows it; the last has none), so concatenating them gives the final PCM.
+# It may raise (e.g. TtsError(TIMEOUT) or a cancellation) to stop the job between segments.
+ProgressCallback = Callable[[Segment, npt.NDArray[np.int16]], None]
 
 
 class Engine(Protocol):

@@ -40,10 +40,12 @@ import torch
 from processor.audio import encode_wav, speech_like_pcm
 from processor.engine.base import (
     EMOTION_NAMES,
+    Capabilities,
     GenerationSettings,
     LocalAudio,
     ModelInfo,
     ProgressCallback,
+    Segment,
     SynthesisSpec,
     Synthesized,
 )
@@ -58,6 +60,15 @@ DEFAULT_INTERVAL_SILENCE_MS = 200
 # infer_v2 cuts references to 15 s; shorter than this carries too little voice to condition on.
 MIN_REFERENCE_SECONDS = 0.25
 SILENT_PEAK = 1e-4  # ~ -80 dBFS
+# IndexTTS2 reads Chinese and English (detected per request) and has no speed control.
+CAPABILITIES = Capabilities(
+    languages=("zh", "en"),
+    detects_language=True,
+    emotion_modes=("same_as_voice", "reference", "vector", "text"),
+    speed_min=1.0,
+    speed_max=1.0,
+    streaming=True,
+)
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$")
 _ATTN_BACKENDS = (None, "sdpa", "sage", "flash")
 # The pre-tokeniser spaces out CJK characters; a preview joins them back.
@@ -354,6 +365,10 @@ class IndexTTS2Engine:
             precision="fp16" if tts.use_fp16 else "fp32",
             flags=flags,
             load_seconds=loaded - imported,
+            engine="indextts2",
+            backend=flags["attn_backend"],
+            capabilities=CAPABILITIES,
+            sample_rate=self.sample_rate,
         )
         logger.info("IndexTTS2 loaded: %s", self._info)
 
@@ -377,11 +392,8 @@ class IndexTTS2Engine:
             self._synthesize(spec, None, use_cache=False)
 
     def segment_text(self, text: str, max_text_tokens_per_segment: int) -> list[str]:
-        tokens = self._tokenize_checked(text, max_text_tokens_per_segment)
-        tokenizer = self._tts.tokenizer
-        segments = tokenizer.split_segments(tokens, max_text_tokens_per_segment)
-        # The normalised text each segment speaks (upstream's decode() garbles Latin words).
-        return [_CJK_GAP.sub("", str(tokenizer.sp_model.DecodePieces(seg))).strip() for seg in segments]
+        return self._segment_texts(self._tokenize_checked(text, max_text_tokens_per_segment),
+                                   max_text_tokens_per_segment)
 
     def synthesize(self, spec: SynthesisSpec, on_progress: ProgressCallback | None = None) -> Synthesized:
         return self._synthesize(spec, on_progress, use_cache=True)
@@ -553,7 +565,11 @@ class IndexTTS2Engine:
             **emotion,
             **generation,
         )
-        wavs: list[torch.Tensor] = []
+        texts = self._segment_texts(tokens, spec.max_text_tokens_per_segment)
+        silence = np.zeros(int(self.sample_rate * silence_ms / 1000.0), dtype=np.int16)
+        chunks: list[npt.NDArray[np.int16]] = []
+        spans: list[Segment] = []
+        position = 0  # samples emitted so far
         failure: Exception | None = None
         try:
             while True:
@@ -563,15 +579,29 @@ class IndexTTS2Engine:
                     break
                 except TtsError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 (kept and turned into a stable error code below)
                     failure = exc
                     break
                 # The stream interleaves segment audio with silence; the vocoder hook tells them apart.
-                if request.vocoded > len(wavs):
-                    wavs.append(item)
-                    if on_progress is not None:
-                        # The callback may raise (timeout, cancellation): let it through unchanged.
-                        on_progress(len(wavs), max(expected, len(wavs)))
+                if request.vocoded <= len(spans):
+                    continue
+                index = len(spans) + 1
+                speech = self._segment_pcm(item, index)
+                count = max(expected, index)
+                # The silence after a segment goes into its own chunk, so the chunks tile the final PCM.
+                # (A segment past the expected count would start with that silence instead.)
+                lead = silence if index > expected else silence[:0]
+                start = position + len(lead)
+                trail = silence if index < count else silence[:0]
+                chunk = np.concatenate((lead, speech, trail))
+                span = Segment(index=index, count=count, text=texts[index - 1] if index <= len(texts) else "",
+                               start_sample=start, end_sample=start + len(speech))
+                position += len(chunk)
+                chunks.append(chunk)
+                spans.append(span)
+                if on_progress is not None:
+                    # The callback may raise (timeout, cancellation): let it through unchanged.
+                    on_progress(span, chunk)
         finally:
             stream.close()  # releases the generator's tensors before any clean-up below
         if failure is not None:
@@ -579,24 +609,30 @@ class IndexTTS2Engine:
         self._clock.switch("other")
         stage_seconds = {k: round(v, 6) for k, v in self._clock.seconds.items() if k != "other"}
         stage_seconds["total"] = round(time.perf_counter() - started, 6)
-        pcm = self._to_pcm(wavs, silence_ms)
-        return Synthesized(pcm=pcm, sample_rate=self.sample_rate, segments=len(wavs), stage_seconds=stage_seconds)
-
-    def _to_pcm(self, wavs: list[torch.Tensor], silence_ms: int) -> npt.NDArray[np.int16]:
-        if not wavs:
+        if not chunks:
             raise TtsError(ErrorCode.ENGINE_ERROR, "model produced no audio segments")
-        for index, wav in enumerate(wavs, start=1):
-            if wav.numel() == 0:
-                raise TtsError(ErrorCode.ENGINE_ERROR, f"segment {index} is empty")
-            if not bool(torch.isfinite(wav).all()):
-                raise TtsError(ErrorCode.ENGINE_ERROR, f"segment {index} contains NaN/Inf samples")
-        joined = torch.cat(self._tts.insert_interval_silence(wavs, self.sample_rate, silence_ms), dim=1)
-        # Same conversion as infer_v2's own int16 output.
-        pcm: npt.NDArray[np.int16] = (
-            (joined.float() * 32767).clamp(-32767, 32767).to(torch.int16).reshape(-1).numpy().copy()
-        )
+        pcm: npt.NDArray[np.int16] = np.concatenate(chunks)
         if pcm.size == 0 or not pcm.any():
             raise TtsError(ErrorCode.ENGINE_ERROR, "model produced silence")
+        return Synthesized(pcm=pcm, sample_rate=self.sample_rate, segments=len(spans),
+                           stage_seconds=stage_seconds, spans=tuple(spans))
+
+    def _segment_texts(self, tokens: list[str], max_text_tokens_per_segment: int) -> list[str]:
+        tokenizer = self._tts.tokenizer
+        segments = tokenizer.split_segments(tokens, max_text_tokens_per_segment)
+        # The normalised text each segment speaks (upstream's decode() garbles Latin words).
+        return [_CJK_GAP.sub("", str(tokenizer.sp_model.DecodePieces(seg))).strip() for seg in segments]
+
+    @staticmethod
+    def _segment_pcm(wav: torch.Tensor, index: int) -> npt.NDArray[np.int16]:
+        if wav.numel() == 0:
+            raise TtsError(ErrorCode.ENGINE_ERROR, f"segment {index} is empty")
+        if not bool(torch.isfinite(wav).all()):
+            raise TtsError(ErrorCode.ENGINE_ERROR, f"segment {index} contains NaN/Inf samples")
+        # Same conversion as infer_v2's own int16 output; per segment, it equals converting the whole.
+        pcm: npt.NDArray[np.int16] = (
+            (wav.float() * 32767).clamp(-32767, 32767).to(torch.int16).reshape(-1).numpy().copy()
+        )
         return pcm
 
     @staticmethod

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from processor.engine.base import EMOTION_NAMES, Emotion, GenerationSettings, LocalAudio, SynthesisSpec
+from processor.engine.base import EMOTION_NAMES, Emotion, GenerationSettings, LocalAudio, Segment, SynthesisSpec
 from tests.engine.conftest import FAST, Clips, LoadCounter, pcm_equal
 
 pytestmark = pytest.mark.engine
@@ -34,6 +34,10 @@ def test_info_comes_from_the_loaded_checkpoint(engine: Any, tiny_model_dir: Path
     assert info.load_seconds > 0
     assert info.flags["use_fp16"] == "false"
     assert info.flags["gpt_kv_cache"] == "true"
+    assert (info.engine, info.backend, info.sample_rate) == ("indextts2", "sdpa", engine.sample_rate)
+    assert info.capabilities.languages == ("zh", "en")
+    assert (info.capabilities.speed_min, info.capabilities.speed_max) == (1.0, 1.0)
+    assert "text" in info.capabilities.emotion_modes
     assert engine.sample_rate == cfg["s2mel"]["preprocess_params"]["sr"]
 
 
@@ -77,13 +81,30 @@ def test_english_and_chinese(engine: Any, make_spec: MakeSpec, text: str, expect
 def test_multi_segment_progress(engine: Any, make_spec: MakeSpec) -> None:
     segments = engine.segment_text(THREE_SENTENCES, 8)
     assert len(segments) >= 3
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[Segment, np.ndarray]] = []
     result = engine.synthesize(
-        make_spec(THREE_SENTENCES, max_text_tokens_per_segment=8), lambda i, n: calls.append((i, n))
+        make_spec(THREE_SENTENCES, max_text_tokens_per_segment=8, interval_silence_ms=100),
+        lambda span, chunk: calls.append((span, chunk.copy())),
     )
     n = len(segments)
-    assert calls == [(i, n) for i in range(1, n + 1)]
+    assert [(span.index, span.count) for span, _ in calls] == [(i, n) for i in range(1, n + 1)]
     assert result.segments == n
+    assert result.spans == tuple(span for span, _ in calls)
+    # Each span carries the normalised text it spoke, in order.
+    assert [span.text for span in result.spans] == segments
+    # The chunks tile the final PCM: streamed audio is exactly the result.
+    assert np.array_equal(np.concatenate([chunk for _, chunk in calls]), result.pcm)
+    gap = int(engine.sample_rate * 100 / 1000)
+    position = 0
+    for (span, chunk), nxt in zip(calls, [*result.spans[1:], None], strict=True):
+        assert span.start_sample == position
+        assert span.end_sample - span.start_sample > 0
+        assert span.end_sample - span.start_sample + (gap if nxt is not None else 0) == len(chunk)
+        assert not result.pcm[span.end_sample : span.end_sample + (gap if nxt else 0)].any()
+        position += len(chunk)
+        if nxt is not None:
+            assert nxt.start_sample == span.end_sample + gap
+    assert result.spans[-1].end_sample == result.pcm.size
     # A bigger segment budget gives fewer segments from the model's own splitter.
     assert len(engine.segment_text(THREE_SENTENCES, 120)) < n
 
@@ -110,8 +131,8 @@ def test_progress_callback_can_stop_the_job(engine: Any, make_spec: MakeSpec) ->
 
     calls: list[int] = []
 
-    def cancel(i: int, n: int) -> None:
-        calls.append(i)
+    def cancel(span: Segment, chunk: np.ndarray) -> None:
+        calls.append(span.index)
         raise Cancelled
 
     with pytest.raises(Cancelled):

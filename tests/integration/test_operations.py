@@ -142,7 +142,7 @@ def stop(worker: WorkerProcess) -> int | None:
     worker.terminate()
     try:
         return worker.wait(30)
-    except Exception:
+    except subprocess.TimeoutExpired:
         worker.kill()
         return None
 

@@ -92,7 +92,7 @@ def env(request: pytest.FixtureRequest, stack: Any, tmp_path_factory: pytest.Tem
         worker.terminate()
         try:
             worker.wait(30)
-        except Exception:
+        except subprocess.TimeoutExpired:
             worker.kill()
 
 
@@ -171,17 +171,17 @@ def test_bad_requests_get_error_results_with_codes(env: Env, rid: str, fields: d
 def test_a_redo_never_changes_the_object_an_earlier_result_names(env: Env) -> None:
     """The engine renders other bytes on the redo (as a GPU may): each attempt's WAV gets its own
     content-addressed key, so the first result's object is still exactly what its sha256 says."""
-    req = request("again", env.voice, text="say it twice", output_key_prefix="redo")
+    req = request("again", env.voice, text="say it twice", output_key_prefix="tts/redo")  # under S3_OUTPUT_PREFIXES
     env.produce([req])
     env.produce([req])
     mine = env.results_for("again", count=2)
     assert len(mine) == 2
     assert mine[0]["sha256"] != mine[1]["sha256"]  # the redo rendered other bytes
     for r in mine:
-        assert r["output_key"] == f"redo/again/{r['sha256']}.wav"
+        assert r["output_key"] == f"tts/redo/again/{r['sha256']}.wav"
         body = env.s3.get_object(Bucket=r["output_bucket"], Key=r["output_key"])["Body"].read()
         assert hashlib.sha256(body).hexdigest() == r["sha256"]
-    keys = [o["Key"] for o in env.s3.list_objects_v2(Bucket=env.bucket, Prefix="redo/").get("Contents", [])]
+    keys = [o["Key"] for o in env.s3.list_objects_v2(Bucket=env.bucket, Prefix="tts/redo/").get("Contents", [])]
     assert sorted(keys) == sorted(r["output_key"] for r in mine)
 
 
@@ -249,3 +249,36 @@ def read_raw(bootstrap: str, topic: str, timeout: float = 20) -> list[tuple[None
     finally:
         c.close()
     return out
+
+
+def test_console_backend_submits_and_follows_on_this_wire_format(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's backend with the worker's settings: it submits (with a new trace), reads the
+    progress and result back on this wire format, and shows the trace id the records carry."""
+    from processor.config import load_settings
+    from processor.console.backend import Backend
+
+    for k, v in env.worker.env.items():
+        monkeypatch.setenv(k, v)
+    if not env.registry_url:
+        monkeypatch.delenv("SCHEMA_REGISTRY_URL", raising=False)
+    backend = Backend(load_settings())
+    backend.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not all(t.ready.is_set() for t in backend.tailers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        req, _ = backend.submit({"text": "from the console. two segments here", "voice": env.voice,
+                                 "max_text_tokens_per_segment": 20})
+        view = backend.job_view(req.request_id)
+        assert view is not None and view["trace_id"]
+        sent_trace = view["trace_id"]
+        deadline = time.monotonic() + 60
+        while (view is None or view["state"] not in ("done", "error")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            view = backend.job_view(req.request_id)
+        assert view is not None and view["state"] == "done", view
+        assert view["result"]["trace_id"] == sent_trace  # read off the result record's traceparent
+        assert view["progress_events"] >= 1 and view["trace_id"] == sent_trace
+        assert all(t.undecodable == 0 for t in backend.tailers)
+    finally:
+        backend.stop()

@@ -8,6 +8,7 @@ It models what the processor relies on, and nothing more:
   reason the session resumes at every assignment change);
 - a transaction is atomic: its records become visible and its offsets committed together, or neither;
   offsets for a partition the session does not hold are fenced (the transaction aborts);
+- topic size limits (``max_record_bytes``): a larger record fails its transaction for good;
 - injected faults: the next commit aborts or is fatal, a seek fails, a session crashes (it vanishes
   without callbacks, its uncommitted work is simply gone).
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from processor.session import (
     TP,
     FatalKafkaError,
+    OutcomeRefused,
     OutRecord,
     Rebalance,
     Record,
@@ -51,6 +53,8 @@ class MemoryBroker:
     owner: dict[TP, MemorySession] = field(default_factory=dict)
     producers: dict[str, MemorySession] = field(default_factory=dict)  # transactional id -> newest session
     transactions: int = 0
+    # A topic's max.message.bytes (key + value + headers here): a larger record is refused for good.
+    max_record_bytes: dict[str, int] = field(default_factory=dict)
 
     def create_topic(self, topic: str, partitions: int = 1) -> None:
         for p in range(partitions):
@@ -109,7 +113,11 @@ class MemorySession:
         self.seek_failures = 0
         self.crashed = False
         self.closed = False
-        self.txn_id: str | None = None  # sessions with the same id fence each other, newest wins
+        self.opened: dict[TP, int] | None = None  # offsets sent by begin() in the open transaction
+        self.begins = 0
+        self.aborted_open = 0
+        self.txn_id: str | None = None
+        self.fenced = False  # sessions with the same id fence each other, newest wins
         self._rr = itertools.count()
 
     # ------------------------------------------------------------------ faults
@@ -121,8 +129,8 @@ class MemorySession:
     def crash(self) -> None:
         """Like SIGKILL: the session is gone; its partitions are free for another session."""
         self.crashed = True
-        for tp in self.assigned:
-            if self.broker.owner.get(tp) is self:
+        for tp, owner in list(self.broker.owner.items()):
+            if owner is self:
                 del self.broker.owner[tp]
         self.assigned = []
 
@@ -196,18 +204,44 @@ class MemorySession:
             self.positions[tp] = self.broker.committed.get(tp, 0)
         return failed
 
+    def begin(self, offsets: dict[TP, int]) -> None:
+        self._alive()
+        for tp in offsets:
+            if self.broker.owner.get(tp) is not self:
+                self.opened = None
+                raise TransactionAborted(f"fenced: {tp} is not held by this member")
+        self.opened = {**(self.opened or {}), **offsets}
+        self.begins += 1
+
+    def abort_open(self) -> None:
+        self._alive()
+        if self.opened is not None:
+            self.opened = None
+            self.aborted_open += 1
+
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         self._alive()
+        if self.opened is not None and any(offsets.get(tp, -1) < off for tp, off in self.opened.items()):
+            self.abort_open()
+        self.opened = None
         if self.txn_id is not None and self.broker.producers.get(self.txn_id) is not self:
             raise FatalKafkaError("fenced: a newer session holds this transactional id")
+        if self.fenced:
+            raise FatalKafkaError("injected: producer fenced")
         if self.faults:
             kind = self.faults.popleft()
             if kind == "fatal":
+                self.fenced = True  # like librdkafka: a fatal producer error is for good
                 raise FatalKafkaError("injected: producer fenced")
             raise TransactionAborted("injected abort")
         for tp in offsets:
             if self.broker.owner.get(tp) is not self:
                 raise TransactionAborted(f"fenced: {tp} is not held by this member")
+        refused = {i: "MSG_SIZE_TOO_LARGE" for i, r in enumerate(records)
+                   if len(r.key or b"") + len(r.value) + sum(len(n) + len(v) for n, v in r.headers)
+                   > self.broker.max_record_bytes.get(r.topic, 1 << 62)}
+        if refused:
+            raise OutcomeRefused(refused)
         for r in records:
             partition = zlib.crc32(r.key) % max(1, len(self.broker.partitions(r.topic))) if r.key else 0
             self.broker.produce(r.topic, partition, r.value, r.key, list(r.headers))
@@ -225,14 +259,15 @@ class MemorySession:
         return None
 
     def close(self) -> None:
+        """Leave the group: revoke what the listener was told it holds, release everything else."""
         self._alive()
         if self.closed:
             return
         self.closed = True
         if self.assigned and self.listener is not None:
-            held = list(self.assigned)
-            self.listener.on_revoke(held)
-            for tp in held:
-                if self.broker.owner.get(tp) is self:
-                    del self.broker.owner[tp]
-            self.assigned = []
+            self.listener.on_revoke(list(self.assigned))
+        self.assigned = []
+        self.events.clear()
+        for tp, owner in list(self.broker.owner.items()):
+            if owner is self:
+                del self.broker.owner[tp]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from processor.audio import encoder_problems
 from processor.config import KafkaSettings, S3Settings, Settings, WorkerSettings
 from processor.pipeline import Processor
 from processor.references import ReferenceCache
@@ -57,7 +58,8 @@ def settings(tmp: Path, **worker: Any) -> Settings:
 
 class Rig:
     def __init__(self, tmp: Path, partitions: int = 2, broker: MemoryBroker | None = None,
-                 storage: MemoryStorage | None = None, **worker: Any) -> None:
+                 storage: MemoryStorage | None = None, engine: Any = None,
+                 clock: Callable[[], float] | None = None, **worker: Any) -> None:
         self.tmp = tmp
         self.broker = broker or MemoryBroker()
         self.broker.create_topic("req", partitions)
@@ -66,7 +68,8 @@ class Rig:
         self.storage = storage or MemoryStorage()
         self.storage.objects[(BUCKET, "voice.wav")] = (voice_clip(), {})
         self.settings = settings(tmp, **worker)
-        self.engine = ToneEngine()
+        self.engine = engine or ToneEngine()
+        encoder_problems()  # once per process, as the worker does at start-up, not in a timed step
         self.events = EventSink()
         self.session: MemorySession = self.broker.session()
         store = cast(Storage, self.storage)
@@ -74,6 +77,7 @@ class Rig:
             self.settings, self.engine, store, self.session, self.events, CODECS,
             references=ReferenceCache(store, self.settings.s3),
             voices=VoiceCatalog(store, BUCKET, "voices"),
+            **({"clock": clock} if clock is not None else {}),
         )
         self.n = 0
 

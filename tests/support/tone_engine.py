@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from processor.config import EngineSettings
-from processor.engine.base import ModelInfo, ProgressCallback, SynthesisSpec, Synthesized
+from processor.engine.base import ModelInfo, ProgressCallback, Segment, SynthesisSpec, Synthesized
 from processor.errors import ErrorCode, TtsError
 
 SAMPLE_RATE = 16000
@@ -39,7 +39,8 @@ class ToneEngine:
             time.sleep(load_seconds)
         self.calls = 0
         self.vary = os.environ.get("TONE_ENGINE_VARY", "") == "1"
-        self._info = ModelInfo("ToneEngine", "test-1", "cpu", "fp32", {"pid": str(os.getpid())}, load_seconds)
+        self._info = ModelInfo("ToneEngine", "test-1", "cpu", "fp32", {"pid": str(os.getpid())}, load_seconds,
+                               sample_rate=SAMPLE_RATE)
 
     @property
     def info(self) -> ModelInfo:
@@ -58,19 +59,29 @@ class ToneEngine:
         if "ENGINE_FAIL" in spec.text:
             raise TtsError(ErrorCode.ENGINE_ERROR, "tone engine was asked to fail")
         segments = self.segment_text(spec.text, spec.max_text_tokens_per_segment)
+        silence_ms = 200 if spec.interval_silence_ms is None else spec.interval_silence_ms
+        gap = np.zeros(SAMPLE_RATE * silence_ms // 1000, dtype=np.int16)
         parts = []
+        spans = []
+        position = 0
         for i, seg in enumerate(segments, start=1):
             if self.seconds:
                 time.sleep(self.seconds / len(segments))
-            parts.append(self._render(seg + spec.voice.sha256, spec.seed, len(seg)))
+            speech = self._render(seg + spec.voice.sha256, spec.seed, len(seg))
+            if self.vary and i == 1:  # an inaudible first-sample mark unique to this process and this call
+                mark = hashlib.sha256(f"{os.getpid()}:{time.time_ns()}:{self.calls}".encode()).digest()
+                speech[0] = int.from_bytes(mark[:2], "big") % 4096
+            # Like the real engines: each chunk is the segment's speech plus the pause after it.
+            chunk = np.concatenate((speech, gap)) if i < len(segments) else speech
+            span = Segment(i, len(segments), seg, position, position + len(speech))
+            position += len(chunk)
+            parts.append(chunk)
+            spans.append(span)
             if on_progress is not None:
-                on_progress(i, len(segments))
+                on_progress(span, chunk)
         pcm = np.concatenate(parts)
-        if self.vary:  # an inaudible first-sample mark unique to this process and this call
-            mark = hashlib.sha256(f"{os.getpid()}:{time.time_ns()}:{self.calls}".encode()).digest()
-            pcm[0] = int.from_bytes(mark[:2], "big") % 4096
         return Synthesized(pcm=pcm, sample_rate=SAMPLE_RATE, segments=len(segments),
-                           stage_seconds={"gpt": 0.0, "s2mel": 0.0, "vocoder": 0.0})
+                           stage_seconds={"gpt": 0.0, "s2mel": 0.0, "vocoder": 0.0}, spans=tuple(spans))
 
     @staticmethod
     def _render(key: str, seed: int, chars: int) -> np.ndarray:

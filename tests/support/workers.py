@@ -143,7 +143,8 @@ def codec_for(name: str, topic: str, registry_url: str | None = None) -> Codec:
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[dict[str, Any]] | Iterable[bytes],
-            *, partition_by_index: int | None = None, registry_url: str | None = None) -> int:
+            *, partition_by_index: int | None = None, registry_url: str | None = None,
+            headers: list[tuple[str, bytes]] | None = None) -> int:
     codec = codec_for("TtsRequest", topic, registry_url)
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     n = 0
@@ -151,9 +152,9 @@ def produce(bootstrap: str, topic: str, records: Iterable[dict[str, Any]] | Iter
         value = rec if isinstance(rec, bytes) else codec.encode(rec)
         key = (rec["request_id"] if isinstance(rec, dict) else f"raw-{i}").encode()
         if partition_by_index is not None:
-            p.produce(topic, value, key, partition=i % partition_by_index)
+            p.produce(topic, value, key, partition=i % partition_by_index, headers=headers)
         else:
-            p.produce(topic, value, key)
+            p.produce(topic, value, key, headers=headers)
         n += 1
     assert p.flush(30) == 0
     return n

@@ -83,7 +83,7 @@ def test_the_codec_subjects_match_the_document(doc: dict[str, Any]) -> None:
 
 
 def test_dlq_headers_are_the_ones_the_pipeline_sets(doc: dict[str, Any]) -> None:
-    src = (ROOT / "processor" / "stages.py").read_text()
+    src = (ROOT / "processor" / "deadletter.py").read_text()
     written = set(re.findall(r'\("(dlq\.[a-z.]+)"', src))
     assert written == {"dlq.source.topic", "dlq.source.partition", "dlq.source.offset", "dlq.reason", "dlq.error",
                        "dlq.worker"}

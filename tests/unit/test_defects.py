@@ -73,7 +73,7 @@ def test_defect1_drain_never_commits_past_dropped(tmp_path: Path) -> None:
     the drain drops offset 0, so offset 1's result must not be committed over it (the old code
     committed offset 2 and offset 0 never got a result)."""
     gate = Gate("head")
-    rig = Rig(tmp_path, storage=MemoryStorage(fault=gate))
+    rig = Rig(tmp_path, storage=MemoryStorage(fault=gate), prefetch=2)  # both taken while one prepares
     rig.submit(["valid"]) + rig.submit(["invalid"], text="")
     rig.start()
     rig.step_until(lambda: entry_states(rig) == ["preparing", "done"] and gate.waiting.is_set())
@@ -91,7 +91,7 @@ def test_defect1_drain_never_commits_past_dropped(tmp_path: Path) -> None:
 def test_defect2_a_drop_is_never_revived(tmp_path: Path) -> None:
     """A job dropped while it waits for (or is in) the prepare step never reaches the GPU or S3."""
     gate = Gate("head")
-    rig = Rig(tmp_path, storage=MemoryStorage(fault=gate))
+    rig = Rig(tmp_path, storage=MemoryStorage(fault=gate), prefetch=2)  # both taken while one prepares
     rig.submit(["first", "second"])
     rig.start()
     rig.step_until(lambda: gate.waiting.is_set() and len(entry_states(rig)) == 2)

@@ -57,7 +57,7 @@ def fake_processor(now: float = 1000.0) -> SimpleNamespace:
     clock = SimpleNamespace(t=now)
     snapshot = SimpleNamespace(last_tick=now, joined=True, lags=(), counters=Counters(), current_request=None,
                                current_started=None, storage_error=None, broker_error=None, thread_failure=None,
-                               in_flight=0)
+                               in_flight=0, progress_at=now)
     return SimpleNamespace(
         clock=lambda: clock.t, _clock=clock, snapshot=snapshot, voices=FakeVoices(),
         codecs={"WorkerHealth": Codec("WorkerHealth")}, events_producer=FakeProducer(),
@@ -94,6 +94,19 @@ def test_liveness() -> None:
     assert state.live() == (True, "ok")  # past its limit, but the job's own timeout will end it
     p.snapshot.current_started = 1006.0 - 21
     assert state.live() == (False, "GPU job stuck past twice its time limit")
+
+
+def test_issue11_defect6_work_without_a_commit_fails_liveness() -> None:
+    """Issue 11, defect 6: through an endless abort loop /livez stayed 200. A worker that has had work
+    and committed nothing for WORKER_LIVENESS_COMMIT_SECONDS is not live."""
+    state = WorkerState(stall_seconds=5, job_timeout_seconds=10, commit_stall_seconds=120)
+    p = fake_processor(1000.0)
+    state.processor = p  # type: ignore[assignment]
+    p.snapshot.progress_at = 1000.0 - 119
+    assert state.live() == (True, "ok")
+    p.snapshot.progress_at = 1000.0 - 121
+    assert state.live() == (False, "had work but committed nothing for 121s")
+    assert WorkerState(5, 10).commit_stall_seconds == 2 * 10 + 600  # the default covers the longest job
 
 
 def test_a_dead_stage_thread_fails_liveness() -> None:

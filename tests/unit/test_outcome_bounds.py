@@ -69,3 +69,13 @@ def test_reference_bounds_are_checked_from_the_header(data: bytes, words: str) -
 def test_ordinary_references_pass() -> None:
     for data in (wav(), wav(rate=48_000, channels=2, seconds=10), wav(rate=16_000, seconds=0.3)):
         check_audio(data, "clip")
+
+
+def test_segment_text_in_progress_events_and_results_is_bounded() -> None:
+    from processor.audio import SegmentTiming
+
+    one_long_segment = SegmentTiming(1, "字" * MAX_TEXT_CHARS, 0.0, 1.0)
+    progress = events.progress_event("r-1", 1, 1, "w", 0.1, timing=one_long_segment)
+    assert len(progress["text"]) <= events.MAX_SEGMENT_TEXT_CHARS
+    assert len(Codec("TtsProgress").encode(progress)) < 16 * 1024
+    assert len(events.timing_record(one_long_segment)["text"]) <= events.MAX_SEGMENT_TEXT_CHARS

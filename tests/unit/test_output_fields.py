@@ -115,3 +115,13 @@ def test_error_result_and_progress_events_round_trip() -> None:
 def test_history_keeps_the_schemas_before_the_output_fields() -> None:
     names = sorted(p.name.split(".")[0] for p in Path(SCHEMA_DIR / "history").glob("*.avsc"))
     assert {"TtsRequest", "TtsResult", "TtsProgress"} <= set(names)
+
+
+def test_cli_submit_takes_the_output_options() -> None:
+    from processor.cli import build_request, parser
+
+    args = parser().parse_args(["submit", "--text", "hi", "--voice", "alice", "--format", "mp3", "--sample-rate",
+                                "44100", "--loudness", "-16", "--subtitles", "srt", "--stream-segments"])
+    req = validate_request(build_request(args))
+    assert req.output_spec == OutputSpec("mp3", 44100, loudness_lufs=-16.0)
+    assert (req.subtitles, req.stream_segments) == ("srt", True)

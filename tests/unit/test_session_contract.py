@@ -247,6 +247,35 @@ def test_commit_is_atomic_and_the_next_member_starts_after_it(cluster: Cluster) 
     assert poll_until_one(s2)[0].offset == 2
 
 
+def test_offsets_sent_early_commit_with_the_records(cluster: Cluster) -> None:
+    topic, out = cluster.topic(1), cluster.topic(1)
+    cluster.produce(topic, 0, [b"r0", b"r1", b"r2"])
+    s, _ = joined(cluster, topic)
+    poll_until(lambda got: len(got) >= 2, s)
+    s.begin({(topic, 0): 1})  # while the first request's audio would still be uploading
+    s.commit([Out(out, b"r0", b"result-0", []), Out(out, b"r1", b"result-1", [])], {(topic, 0): 2})
+    assert cluster.read_committed(out, 2) == [b"result-0", b"result-1"]
+    s.close()
+    s2, _ = joined(cluster, topic, "b")
+    assert poll_until_one(s2)[0].offset == 2
+
+
+def test_an_early_transaction_rolled_back_or_not_covered_commits_nothing_of_it(cluster: Cluster) -> None:
+    topic, out = cluster.topic(2), cluster.topic(1)
+    cluster.produce(topic, 0, [b"a0", b"a1"])
+    cluster.produce(topic, 1, [b"b0"])
+    s, _ = joined(cluster, topic)
+    poll_until(lambda got: len(got) >= 3, s)
+    s.begin({(topic, 0): 1})
+    s.abort_open()
+    s.begin({(topic, 0): 2})
+    s.commit([Out(out, b"b0", b"result-b0", [])], {(topic, 1): 1})  # does not cover partition 0: rolled back
+    assert cluster.read_committed(out, 1) == [b"result-b0"]
+    s.close()
+    s2, _ = joined(cluster, topic, "b")
+    assert {(r.partition, r.offset) for r in poll_until(lambda got: len(got) >= 2, s2)} == {(0, 0), (0, 1)}
+
+
 def poll_until_one(s: Session) -> list[Record]:
     got = poll_until(lambda got: len(got) >= 1, s)
     return got[:1]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from processor import tracing
+from tests.support.rig import CODECS, VOICE, Rig
+from tests.support.workers import request
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
@@ -97,3 +101,79 @@ def test_a_failing_stage_records_the_exception(spans: InMemorySpanExporter) -> N
 def test_new_traceparent_is_valid_and_random() -> None:
     a, b = tracing.new_traceparent(), tracing.new_traceparent()
     assert a != b and tracing.trace_id([("traceparent", a)]) == a.split("-")[1]
+
+
+# ------------------------------------------------------------------ through the processor (memory broker)
+
+
+class _Sink:
+    """The events producer, keeping each progress event's headers."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, list[tuple[str, bytes]]]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None, **kw: Any) -> None:
+        self.sent.append((topic, value, list(kw.get("headers") or [])))
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+
+def _run_traced(tmp_path: Path) -> tuple[Rig, _Sink]:
+    rig = Rig(tmp_path, partitions=1)
+    sink = _Sink()
+    rig.processor.stages.events_producer = sink
+    header = [("traceparent", TRACEPARENT.encode()), ("tracestate", b"team=abc")]
+    value = CODECS["TtsRequest"].encode(request("traced", VOICE, text="one. two. three and four",
+                                                max_text_tokens_per_segment=20))
+    rig.broker.produce("req", 0, value, b"traced", header)
+    rig.broker.produce("req", 0, b"\xc3\x01 undecodable", b"raw", header)
+    rig.start()
+    rig.step_until(lambda: rig.committed(0) == 2, timeout=60)  # the first render imports the codecs
+    rig.stop()
+    return rig, sink
+
+
+def _trace(headers: list[tuple[str, bytes]]) -> tuple[str, str] | None:
+    ctx = tracing.span_context_of(headers)
+    return (format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")) if ctx else None
+
+
+def test_processor_spans_each_stage_and_puts_the_trace_on_every_record(tmp_path: Path,
+                                                                       spans: InMemorySpanExporter) -> None:
+    rig, sink = _run_traced(tmp_path)
+    (result,) = rig.broker.read("res")
+    (dead,) = rig.broker.read("dlq")
+    progress = [h for topic, _, h in sink.sent if topic == "prog"]
+    assert progress
+
+    finished = spans.get_finished_spans()
+    jobs = {s.attributes["messaging.kafka.offset"]: s for s in finished
+            if s.name == "tts.request" and s.attributes is not None}
+    traced, undecodable = jobs[0], jobs[1]
+    assert traced.attributes is not None and traced.attributes["tts.request_id"] == "traced"
+    assert traced.attributes["tts.status"] == "success"
+    children = {s.name for s in finished if s.parent is not None and s.parent.span_id == traced.context.span_id}
+    assert children == {"tts.prepare", "tts.synthesize", "tts.store", "tts.emit"}
+    for s in (traced, undecodable):
+        assert format(s.context.trace_id, "032x") == PARENT_TRACE
+        assert s.parent is not None and format(s.parent.span_id, "016x") == PARENT_SPAN
+    assert undecodable.status.status_code is StatusCode.ERROR
+
+    job_span = format(traced.context.span_id, "016x")
+    assert _trace(result.headers) == (PARENT_TRACE, job_span)
+    assert dict(result.headers)["tracestate"] == b"team=abc"
+    assert all(_trace(h) == (PARENT_TRACE, job_span) for h in progress)
+    assert _trace(dead.headers) == (PARENT_TRACE, format(undecodable.context.span_id, "016x"))
+
+
+def test_processor_with_tracing_off_passes_the_callers_context_on(tmp_path: Path) -> None:
+    assert not tracing.recording()
+    rig, sink = _run_traced(tmp_path)
+    (result,) = rig.broker.read("res")
+    (dead,) = rig.broker.read("dlq")
+    for headers in [result.headers, dead.headers, *(h for t, _, h in sink.sent if t == "prog")]:
+        assert dict(headers)["traceparent"] == TRACEPARENT.encode()

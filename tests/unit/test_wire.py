@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import avro.io
 import avro.schema
@@ -143,3 +145,31 @@ def test_truncated_and_trailing_payloads_are_rejected() -> None:
         codec.decode(data[:-7])
     with pytest.raises(DecodeError, match="trailing"):
         codec.decode(data + b"\x00\x01")
+
+
+def test_a_registry_outage_is_retried_never_dead_lettered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the processor: while the registry is unreachable the record stays uncommitted (the
+    worker rewinds and retries); once it answers, the request is served."""
+    import socket
+
+    from processor import pipeline
+    from tests.support.rig import CODECS, VOICE, Rig
+    from tests.support.workers import request
+
+    monkeypatch.setattr(pipeline, "REGISTRY_RETRY_SECONDS", 0.05)
+    up = Codec("TtsRequest", SchemaRegistry("mock://outage"), "req-value")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = Codec("TtsRequest", SchemaRegistry(f"http://127.0.0.1:{s.getsockname()[1]}"), "req-value")
+    rig = Rig(tmp_path, partitions=1)
+    rig.broker.produce("req", 0, up.encode(request("framed", VOICE)), b"framed")
+    rig.processor.stages.codecs = {**CODECS, "TtsRequest": down}
+    rig.start()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        rig.processor.run_once()
+    assert rig.committed(0) == 0 and not rig.broker.read("dlq") and not rig.broker.read("res")
+    rig.processor.stages.codecs = {**CODECS, "TtsRequest": up}
+    rig.step_until(lambda: rig.committed(0) == 1, timeout=60)
+    rig.stop()
+    assert [r["status"] for r in rig.results()] == ["success"]

@@ -355,6 +355,7 @@ function pieceEnded() {
   if (s.playing !== null) s.played.add(s.playing);
   const player = $("#stream-player");
   player.dataset.played = String(s.played.size);
+  player.dataset.order = [...s.played].join(",");
   s.playing = null;
   highlightPlaying();
   if (!s.queued.length) $("#stream-status").textContent = `${s.played.size} segment(s) played`;

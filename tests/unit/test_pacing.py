@@ -1,0 +1,105 @@
+"""The poll loop's timing policy (processor.pacing): intake just in time, commit at once when alone,
+sleep until something is due. Plain numbers in, decisions out: no clock, no Kafka."""
+
+from __future__ import annotations
+
+import pytest
+
+from processor.pacing import (
+    BATCH_WINDOW_SECONDS,
+    BUSY_POLL_MAX_SECONDS,
+    IDLE_POLL_SECONDS,
+    INTAKE_LEAD_SECONDS,
+    OVERRUN_POLL_SECONDS,
+    SHORT_POLL_SECONDS,
+    InFlight,
+    JobLength,
+    ahead_wanted,
+    commit_now,
+    intake_limit,
+    poll_timeout,
+)
+
+LEAD = INTAKE_LEAD_SECONDS
+
+
+def busy(elapsed: float, expected: float | None = 0.2, **kw: int) -> InFlight:
+    return InFlight(on_gpu=True, gpu_elapsed=elapsed, gpu_expected=expected, **kw)
+
+
+def test_an_idle_worker_takes_work_at_once() -> None:
+    assert ahead_wanted(InFlight(), prefetch=1) == 1
+    assert intake_limit(InFlight(), prefetch=1) == 0  # resumed with nothing in flight, paused at one
+
+
+def test_the_first_job_of_unknown_length_gets_a_request_queued_behind_it() -> None:
+    # No start-up stall: before any job length is known, one request waits ahead of the GPU.
+    assert ahead_wanted(busy(0.0, expected=None), prefetch=1) == 1
+
+
+def test_nothing_is_taken_ahead_until_the_job_on_the_gpu_is_about_to_end() -> None:
+    assert ahead_wanted(busy(0.0), prefetch=1) == 0
+    assert ahead_wanted(busy(0.2 - LEAD - 0.001), prefetch=1) == 0
+    assert ahead_wanted(busy(0.2 - LEAD + 0.001), prefetch=1) == 1
+    assert ahead_wanted(busy(0.5), prefetch=2) == 2  # overran its expected length: about to end
+
+
+def test_intake_limit_counts_the_gpu_and_finishing_jobs_but_no_more_ahead_than_wanted() -> None:
+    early = busy(0.0, finishing=1)
+    assert intake_limit(early, prefetch=1) == 1  # paused while 2 are in flight (GPU + finishing)
+    late = busy(0.19, finishing=1)
+    assert intake_limit(late, prefetch=1) == 2  # one more may come in
+
+
+@pytest.mark.parametrize(("ready", "waited", "more", "expect"), [
+    (1, 0.0, False, True),    # a lone result commits at once
+    (1, 0.0, True, False),    # another is about to be ready: wait for it...
+    (1, BATCH_WINDOW_SECONDS, True, True),  # ...but never longer than the window
+    (16, 0.0, True, True),    # a full batch goes
+    (0, 1.0, False, False),   # nothing to commit
+])
+def test_commit_now(ready: int, waited: float, more: bool, expect: bool) -> None:
+    assert commit_now(ready, max_batch=16, waited=waited, more_coming=more) is expect
+
+
+def test_force_commits_whatever_is_ready() -> None:
+    assert commit_now(1, max_batch=16, waited=0.0, more_coming=True, force=True)
+
+
+def test_poll_sleeps_long_when_idle_and_short_while_a_short_stage_runs() -> None:
+    assert poll_timeout(InFlight(), prefetch=1, outcomes_waiting=False) == IDLE_POLL_SECONDS
+    assert poll_timeout(busy(0.0, finishing=1), prefetch=1, outcomes_waiting=False) == SHORT_POLL_SECONDS
+    assert poll_timeout(InFlight(ahead=1, preparing=1), prefetch=1, outcomes_waiting=False) == SHORT_POLL_SECONDS
+    assert poll_timeout(busy(0.0), prefetch=1, outcomes_waiting=True) == SHORT_POLL_SECONDS
+
+
+def test_poll_wakes_when_intake_is_due_to_resume_and_when_the_job_is_due_to_end() -> None:
+    assert poll_timeout(busy(0.0, expected=0.2), prefetch=1, outcomes_waiting=False) == pytest.approx(0.2 - LEAD)
+    # A request is already waiting ahead (prepared): wake when the job is due to end.
+    assert poll_timeout(busy(0.1, expected=0.2, ahead=1), prefetch=1, outcomes_waiting=False) == pytest.approx(0.1)
+    assert poll_timeout(busy(0.0, expected=5.0), prefetch=1, outcomes_waiting=False) == BUSY_POLL_MAX_SECONDS
+
+
+def test_a_job_past_its_expected_end_is_watched_closely_at_first_then_loosely() -> None:
+    assert poll_timeout(busy(0.21), prefetch=1, outcomes_waiting=False) == SHORT_POLL_SECONDS
+    assert poll_timeout(busy(0.5), prefetch=1, outcomes_waiting=False) == OVERRUN_POLL_SECONDS
+    assert poll_timeout(busy(0.0, expected=None), prefetch=1, outcomes_waiting=False) == OVERRUN_POLL_SECONDS
+
+
+def test_job_length_scales_with_text_length() -> None:
+    length = JobLength()
+    assert length.expected(40) is None
+    length.observe(2.0, 100)
+    assert length.expected(50) == pytest.approx(1.0)
+
+
+def test_an_upload_is_polled_for_closely_only_when_it_is_due_to_end() -> None:
+    uploading = InFlight(on_gpu=True, gpu_elapsed=0.0, gpu_expected=1.0, ahead=1, finishing=1, finish_remaining=0.03)
+    assert poll_timeout(uploading, prefetch=1, outcomes_waiting=False) == pytest.approx(0.03)
+    due = InFlight(finishing=1, finish_remaining=0.001)
+    assert poll_timeout(due, prefetch=1, outcomes_waiting=False) == SHORT_POLL_SECONDS
+
+
+def test_jobs_shorter_than_the_lead_get_enough_queued_to_cover_it() -> None:
+    assert ahead_wanted(busy(0.0, expected=0.01), prefetch=1) == 12
+    assert ahead_wanted(busy(0.0, expected=0.0001), prefetch=1) == 16  # capped

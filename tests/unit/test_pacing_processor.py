@@ -1,0 +1,145 @@
+"""The poll loop's timing, on the in-memory broker with an injected clock that never moves unless the
+test moves it: a lone outcome commits without waiting for the batch window, outcomes that arrive
+together share one transaction, intake takes one request ahead just in time, and a transaction is
+opened while a job uploads."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from processor.audio import encoder_problems
+from processor.engine.base import ProgressCallback, SynthesisSpec, Synthesized
+from processor.pacing import INTAKE_LEAD_SECONDS
+from tests.support.rig import Rig
+from tests.support.tone_engine import ToneEngine
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class GatedEngine(ToneEngine):
+    """Holds the "GPU" on requests whose text says HOLD until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.holding = threading.Event()
+
+    def synthesize(self, spec: SynthesisSpec, on_progress: ProgressCallback | None = None) -> Synthesized:
+        if "HOLD" in spec.text:
+            self.holding.set()
+            assert self.release.wait(10)
+        return super().synthesize(spec, on_progress)
+
+
+def rig(tmp_path: Path, **kw: Any) -> tuple[Rig, GatedEngine, Clock]:
+    encoder_problems()  # once per process, as the worker does at start-up: not inside a timed step
+    engine, clock = GatedEngine(), Clock()
+    return Rig(tmp_path, engine=engine, clock=clock, **kw), engine, clock
+
+
+def test_a_lone_outcome_commits_without_waiting_for_the_batch_window(tmp_path: Path) -> None:
+    r, engine, _ = rig(tmp_path)
+    r.submit(["held"], partition=1, text="HOLD this one on the GPU")
+    r.submit(["lone"], partition=0, voice="s3://not-allowed/voice.wav")  # an error outcome, no GPU
+    r.start()
+    try:
+        # The clock never moves, so no batch window ever expires: the error result of "lone" commits
+        # while "held" is still on the GPU because nothing else is about to be ready.
+        r.step_until(lambda: engine.holding.is_set() and r.committed(0) == 1)
+        assert r.committed(1) == 0 and r.broker.transactions == 1
+    finally:
+        engine.release.set()
+    r.step_until(lambda: r.committed(1) == 1)
+    r.stop()
+
+
+def test_outcomes_ready_together_share_one_transaction(tmp_path: Path) -> None:
+    r, _, _ = rig(tmp_path)
+    for _ in range(3):
+        r.submit(raw=b"\x00 not an avro record", partition=0)
+    r.start()
+    r.step_until(lambda: r.committed(0) == 3)
+    r.stop()
+    assert len(r.dead_letters()) == 3
+    assert r.broker.transactions == 1
+
+
+def test_one_request_waits_ahead_of_the_first_job_of_unknown_length(tmp_path: Path) -> None:
+    r, engine, _ = rig(tmp_path)
+    r.submit(["a", "b", "c"], partition=0, text="HOLD please")
+    r.start()
+    try:
+        r.step_until(engine.holding.is_set)
+        for _ in range(20):
+            r.processor.run_once()
+        assert r.processor.ledger.in_flight() == 2  # one on the GPU, one ahead: no start-up stall
+    finally:
+        engine.release.set()
+    r.step_until(lambda: r.committed(0) == 3)
+    r.stop()
+
+
+def test_the_next_request_is_taken_only_when_the_job_on_the_gpu_is_about_to_end(tmp_path: Path) -> None:
+    r, engine, clock = rig(tmp_path)
+    r.submit(["a", "b"], partition=0, text="HOLD twelve chars")  # 17 characters
+    r.processor.job_length.per_char = 0.1  # as if learned: 1.7 s per request of this length
+    r.start()
+    try:
+        r.step_until(engine.holding.is_set)
+        for _ in range(20):
+            r.processor.run_once()
+        assert r.processor.ledger.in_flight() == 1
+        clock.now += 1.7 - INTAKE_LEAD_SECONDS + 0.01
+        r.step_until(lambda: r.processor.ledger.in_flight() == 2)
+    finally:
+        engine.release.set()
+    r.step_until(lambda: r.committed(0) == 2)
+    r.stop()
+
+
+def test_the_transaction_opens_while_the_upload_runs_and_a_revoke_rolls_it_back(tmp_path: Path) -> None:
+    r, _, _ = rig(tmp_path)
+    uploading, release = threading.Event(), threading.Event()
+
+    def slow_put(op: str, key: str) -> None:
+        if op == "put":
+            uploading.set()
+            assert release.wait(10)
+
+    r.storage.fault = slow_put
+    r.submit(["a"], partition=0)
+    r.start()
+    try:
+        r.step_until(lambda: uploading.is_set() and r.session.opened is not None)
+        assert r.session.opened == {("req", 0): 1} and r.committed(0) == 0
+        r.broker.revoke(r.session, [("req", 0)])
+        r.step_until(lambda: r.session.opened is None)
+        assert r.session.aborted_open == 1
+    finally:
+        release.set()
+    for _ in range(20):
+        r.processor.run_once()
+    r.stop()
+    assert r.committed(0) == 0 and r.results() == []
+
+
+def test_an_early_transaction_commits_with_the_result(tmp_path: Path) -> None:
+    r, _, _ = rig(tmp_path)
+    uploading, release = threading.Event(), threading.Event()
+    r.storage.fault = lambda op, key: (uploading.set(), release.wait(10)) if op == "put" else None
+    r.submit(["a"], partition=0)
+    r.start()
+    r.step_until(lambda: uploading.is_set() and r.session.opened is not None)
+    release.set()
+    r.step_until(lambda: r.committed(0) == 1)
+    r.stop()
+    assert r.session.begins == 1 and r.session.aborted_open == 0
+    assert [x["request_id"] for x in r.results()] == ["a"]
