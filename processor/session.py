@@ -13,12 +13,11 @@ No call here blocks the poll thread longer than ``budget_seconds`` (kept under l
 ``max.poll.interval.ms``): a broker that does not answer in time aborts the transaction instead.
 The transactional calls run on a thread of their own with a deadline, because librdkafka's own
 timeouts do not always hold: after a broker restart ``send_offsets_to_transaction`` can block for
-good (librdkafka 2.16, upstream issues #5456 / #5511; reproduced by
-tests/chaos/test_broker_restart.py). A producer whose call outlives its deadline, or whose
-transaction cannot be aborted in time (the broker is still down), is set aside and replaced by a
-new one with the same ``transactional.id``; the new one's ``init_transactions`` (retried on later
-calls until the broker answers) fences the old one and settles its open transaction. The worker
-keeps its model and its place in the group: nothing restarts.
+good (librdkafka 2.16, upstream issues #5456 / #5511; tests/chaos/test_broker_restart.py). A call
+that outlives its deadline is fatal: the worker exits and its restart fences the stuck producer,
+instead of a poll loop frozen until liveness fails. (Replacing the producer in place would keep the
+worker, but is only safe once nothing is consumed or rewound before the new producer has fenced the
+old one; not done yet.)
 
 ``tests/support/memory_broker.py`` implements the same interface in memory; one contract suite
 (tests/unit/test_session_contract.py) runs against both, so the fake cannot drift from Kafka.
@@ -27,7 +26,6 @@ keeps its model and its place in the group: nothing restarts.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -174,8 +172,7 @@ class KafkaSession:
     """``Session`` over confluent-kafka: a manual-offset consumer and a transactional producer."""
 
     def __init__(self, consumer: Consumer, producer: Producer, *, budget_seconds: float = 30.0,
-                 park_in_txn_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic,
-                 new_producer: Callable[[], Producer] | None = None) -> None:
+                 park_in_txn_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.consumer = consumer
         self.producer = producer
         self.budget = budget_seconds
@@ -184,14 +181,8 @@ class KafkaSession:
         self._listener: Rebalance | None = None
         self._last_error: tuple[float, str] | None = None
         self._open: dict[TP, int] | None = None  # the open transaction's offsets already sent (begin)
-        # Builds a replacement transactional producer (same transactional.id); None: a stuck or
-        # unabortable producer is fatal, as it must be when nothing can replace it.
-        self._new_producer = new_producer
-        self._needs_init = False  # a replacement producer whose init_transactions has not succeeded yet
-        self._set_aside: list[Producer] = []  # stuck producers: kept referenced, never destroyed mid-call
-        self.replacements = 0
         self._txn_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-txn")
-        self._replace_lock = threading.Lock()
+        self._stuck = False
 
     @classmethod
     def connect(cls, k: KafkaSettings, worker_id: str, *, budget_seconds: float = 30.0,
@@ -203,12 +194,9 @@ class KafkaSession:
             if holder and err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
                 holder[0]._last_error = (time.monotonic(), err.str())
 
-        def new_producer() -> Producer:
-            return make_producer(transactional_producer_config(k, worker_id, on_error))
-
-        session = cls(make_consumer(consumer_config(k, worker_id, on_error)), new_producer(),
-                      budget_seconds=budget_seconds, park_in_txn_seconds=park_in_txn_seconds,
-                      new_producer=new_producer)
+        session = cls(make_consumer(consumer_config(k, worker_id, on_error)),
+                      make_producer(transactional_producer_config(k, worker_id, on_error)),
+                      budget_seconds=budget_seconds, park_in_txn_seconds=park_in_txn_seconds)
         holder.append(session)
         return session
 
@@ -338,95 +326,51 @@ class KafkaSession:
 
     # ------------------------------------------------------------------ the checkpoint
 
-    # Each public call runs its steps on the transaction thread (``_call``): ``_begin``, ``_abort_open``
-    # and ``_commit`` each take the producer once and use only that one, so a step that wakes up
-    # after its producer was set aside can never touch the replacement.
-
     def begin(self, offsets: dict[TP, int]) -> None:
         deadline = self.clock() + self.budget
-        self._init_if_needed(deadline)
         self._call(self._begin, deadline + 0.75 * self.budget, offsets, deadline)
 
     def abort_open(self) -> None:
         if self._open is not None:
             deadline = self.clock() + self.budget
-            self._call(self._abort_open, deadline + 0.75 * self.budget, deadline)
+            self._call(self._abort, deadline + 0.75 * self.budget, deadline)
 
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         """THE checkpoint: produce the outcomes and send the offsets in one transaction."""
         deadline = self.clock() + self.budget + self.park_in_txn_seconds
-        self._init_if_needed(deadline)
         # The steps keep to ``deadline``; an abort after it gets half a budget more (``_abort``), and
         # librdkafka a quarter for its own overshoot.
         self._call(self._commit, deadline + 0.75 * self.budget, records, offsets, deadline)
 
     def _call(self, step: Callable[..., None], hard_deadline: float, *args: Any) -> None:
-        """Run ``step`` on the transaction thread; if it outlives ``hard_deadline`` (a librdkafka call
-        that ignores its timeout), set the producer aside for a new one and abort."""
-        producer = self.producer
-        future = self._txn_thread.submit(step, producer, *args)
+        """Run ``step`` on the transaction thread; a librdkafka call that outlives ``hard_deadline``
+        (it ignored its own timeout) leaves the producer in an unknown state: fatal."""
+        if self._stuck:
+            raise FatalKafkaError("the transactional producer is stuck in an earlier call")
+        future = self._txn_thread.submit(step, *args)
         try:
             future.result(timeout=max(0.1, hard_deadline - self.clock()))
         except FutureTimeout:
-            self._replace(producer, f"a transactional call outlived its {self.budget:g}s budget")
-            raise TransactionAborted("transactional producer stuck; replaced by a new one") from None
+            self._stuck = True  # later calls (the shutdown's last commit) fail at once
+            raise FatalKafkaError(f"a transactional call outlived its {self.budget:g}s budget "
+                                  "(librdkafka #5456/#5511)") from None
 
-    def _replace(self, producer: Producer, why: str) -> None:
-        """Swap ``producer`` (if it is still the current one) for a new producer with the same id."""
-        with self._replace_lock:
-            if self.producer is not producer:
-                return  # replaced already (by the abort path on the transaction thread)
-            if self._new_producer is None:
-                raise FatalKafkaError(f"transactional producer unusable ({why}) and nothing can replace it")
-            log.error("%s: setting the transactional producer aside for a new one with the same id", why)
-            self._set_aside.append(producer)
-            self._txn_thread.shutdown(wait=False)  # its thread may stay stuck in the old producer's call
-            self._txn_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-txn")
-            self.producer = self._new_producer()
-            self._open = None  # the new producer has no transaction; its init settles the old one's
-            self._needs_init = True
-            self.replacements += 1
-            self._last_error = (self.clock(), why)
-
-    def _init_if_needed(self, deadline: float) -> None:
-        if self._needs_init:
-            self._call(self._init_replacement, deadline, deadline)
-
-    def _init_replacement(self, producer: Producer, deadline: float) -> None:
-        try:
-            producer.init_transactions(self._left(deadline))
-        except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if err.fatal():
-                raise FatalKafkaError(f"init_transactions: {err}") from exc
-            self._last_error = (self.clock(), str(err))
-            raise TransactionAborted(f"replacement producer not ready yet: {err}") from exc
-        with self._replace_lock:
-            if self.producer is producer:
-                self._needs_init = False
-                log.info("replacement transactional producer ready")
-
-    def _begin(self, producer: Producer, offsets: dict[TP, int], deadline: float) -> None:
+    def _begin(self, offsets: dict[TP, int], deadline: float) -> None:
         try:
             if self._open is None:
-                producer.begin_transaction()
+                self.producer.begin_transaction()
                 self._open = {}
-            producer.send_offsets_to_transaction(
+            self.producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, off) for (t, p), off in offsets.items()],
                 self.consumer.consumer_group_metadata(), self._left(deadline),
             )
             self._open.update(offsets)
         except KafkaException as exc:
-            self._failed(producer, exc, deadline)
+            self._failed(exc, deadline)
 
-    def _abort_open(self, producer: Producer, deadline: float) -> None:
-        if self._open is not None:
-            self._abort(producer, deadline)
-
-    def _commit(self, producer: Producer, records: Sequence[OutRecord], offsets: dict[TP, int],
-                deadline: float) -> None:
+    def _commit(self, records: Sequence[OutRecord], offsets: dict[TP, int], deadline: float) -> None:
         if self._open is not None and any(offsets.get(tp, -1) < off for tp, off in self._open.items()):
-            self._abort(producer, deadline)  # what begin() sent is not covered here: it must not commit
+            self._abort(deadline)  # what begin() sent is not covered here: it must not commit
         refused: dict[int, str] = {}
 
         def on_delivery(index: int) -> Callable[[KafkaError | None, Message], None]:
@@ -437,11 +381,11 @@ class KafkaSession:
 
         try:
             if self._open is None:
-                producer.begin_transaction()
+                self.producer.begin_transaction()
                 self._open = {}
             for i, r in enumerate(records):
                 try:
-                    producer.produce(r.topic, r.value, r.key, headers=list(r.headers),
+                    self.producer.produce(r.topic, r.value, r.key, headers=list(r.headers),
                                           on_delivery=on_delivery(i))
                 except KafkaException as exc:  # refused locally, e.g. larger than message.max.bytes
                     if exc.args[0].code() in PERMANENT_PRODUCE_ERRORS:
@@ -449,7 +393,7 @@ class KafkaSession:
                     raise
             rest = {tp: off for tp, off in offsets.items() if self._open.get(tp) != off}
             if rest:
-                producer.send_offsets_to_transaction(
+                self.producer.send_offsets_to_transaction(
                     [TopicPartition(t, p, off) for (t, p), off in rest.items()],
                     self.consumer.consumer_group_metadata(), self._left(deadline),
                 )
@@ -458,23 +402,23 @@ class KafkaSession:
                 # can kill the worker between send_offsets_to_transaction and commit_transaction.
                 log.warning("test hook: parked inside a transaction for %.1fs", self.park_in_txn_seconds)
                 time.sleep(self.park_in_txn_seconds)
-            self._commit_transaction(producer, deadline)
+            self._commit_transaction(deadline)
             self._open = None
         except KafkaException as exc:
-            self._failed(producer, exc, deadline, refused, served=bool(records))
+            self._failed(exc, deadline, refused, served=bool(records))
         except BufferError as exc:  # the local produce queue is full: nothing sent is committed
-            self._abort(producer, deadline)
+            self._abort(deadline)
             raise TransactionAborted(f"local produce queue full: {exc}") from exc
 
-    def _failed(self, producer: Producer, exc: KafkaException, deadline: float,
-                refused: dict[int, str] | None = None, *, served: bool = False) -> NoReturn:
+    def _failed(self, exc: KafkaException, deadline: float, refused: dict[int, str] | None = None,
+                *, served: bool = False) -> NoReturn:
         err: KafkaError = exc.args[0]
         if err.fatal():
             raise FatalKafkaError(f"producer fenced or fatal: {err}") from exc
         self._last_error = (self.clock(), str(err))
-        self._abort(producer, deadline)
+        self._abort(deadline)
         if served:
-            producer.poll(0)  # serve delivery reports still queued: they say which record failed
+            self.producer.poll(0)  # serve delivery reports still queued: they say which record failed
         if refused:
             raise OutcomeRefused(refused) from exc
         raise TransactionAborted(str(err)) from exc
@@ -482,11 +426,11 @@ class KafkaSession:
     def _left(self, deadline: float) -> float:
         return max(0.1, deadline - self.clock())
 
-    def _commit_transaction(self, producer: Producer, deadline: float) -> None:
+    def _commit_transaction(self, deadline: float) -> None:
         attempt = 0
         while True:
             try:
-                producer.commit_transaction(self._left(deadline))
+                self.producer.commit_transaction(self._left(deadline))
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
@@ -497,7 +441,7 @@ class KafkaSession:
                 time.sleep(min(1.0, 0.05 * 2**attempt, self._left(deadline)))
                 attempt += 1
 
-    def _abort(self, producer: Producer, deadline: float) -> None:
+    def _abort(self, deadline: float) -> None:
         self._open = None
         attempt = 0
         # Aborting needs the broker too; give it a budget of its own so a commit that used up its
@@ -505,16 +449,13 @@ class KafkaSession:
         deadline = max(deadline, self.clock() + self.budget / 2)
         while True:
             try:
-                producer.abort_transaction(self._left(deadline))
+                self.producer.abort_transaction(self._left(deadline))
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 if err.fatal():
                     raise FatalKafkaError(f"producer fatal during abort: {err}") from exc
                 if self.clock() >= deadline:
-                    # The broker is away (a restart, a network split). A new producer's
-                    # init_transactions, retried on later calls, will settle this transaction.
-                    self._replace(producer, f"could not abort the transaction in time: {err}")
-                    raise TransactionAborted(f"abort unfinished ({err}); producer replaced") from exc
+                    raise FatalKafkaError(f"could not abort the transaction in time: {err}") from exc
                 time.sleep(min(1.0, 0.05 * 2**attempt, self._left(deadline)))
                 attempt += 1

@@ -2,9 +2,10 @@
 
 librdkafka 2.16's ``send_offsets_to_transaction`` can block for good after the (single) broker comes
 back, whatever timeout it is given (upstream #5456 / #5511): on the code before the fix, every
-worker of the chaos run froze in it, failed liveness and left the group. ``KafkaSession`` now runs the
-transaction with a deadline and replaces a stuck producer, so a commit either succeeds or reports
-TransactionAborted in bounded time, and a later one succeeds.
+worker of the chaos run froze in it, failed liveness and left the group (this test: "commit still
+blocked"). ``KafkaSession`` now runs the transaction with a deadline, so a commit succeeds, aborts, or
+reports FatalKafkaError (the worker restarts, fencing the stuck producer) in bounded time, and the
+restarted session commits.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from processor.config import KafkaSettings
-from processor.session import KafkaSession, Record, TransactionAborted
+from processor.session import FatalKafkaError, KafkaSession, Record, TransactionAborted
 
 
 class Listener:
@@ -74,19 +75,20 @@ def test_a_commit_after_a_hard_broker_restart_is_bounded_and_a_later_one_succeed
 
         # Keep polling (as the worker does) and commit what arrives; every commit must return in time.
         committed = False
+        restarts = 0
         longest = 0.0
         deadline = time.monotonic() + 180
         while not committed and time.monotonic() < deadline:
             r = poll_one(s, 5)
             if r is None:
                 continue
-            outcome: list[BaseException | None] = []
+            outcome: list[Exception | None] = []
 
-            def commit(r: Record = r, outcome: list[BaseException | None] = outcome) -> None:
+            def commit(r: Record = r, outcome: list[Exception | None] = outcome, s: KafkaSession = s) -> None:
                 try:
                     s.commit([Out(f"{name}.out", b"after")], {r.tp: r.offset + 1})
                     outcome.append(None)
-                except BaseException as exc:  # reported by the main thread
+                except Exception as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
                     outcome.append(exc)
 
             t = threading.Thread(target=commit, daemon=True)
@@ -100,9 +102,17 @@ def test_a_commit_after_a_hard_broker_restart_is_bounded_and_a_later_one_succeed
                 committed = True
             elif isinstance(outcome[0], TransactionAborted):
                 s.seek_to_committed(sorted(listener.assigned))  # rewind, as the processor does
+            elif isinstance(outcome[0], FatalKafkaError):
+                # What the worker does: exit and come back with the same id, fencing the stuck producer.
+                restarts += 1
+                s.close()
+                s = KafkaSession.connect(k, f"{name}-w", budget_seconds=budget)
+                listener = Listener()
+                s.start(f"{name}.in", listener)
             else:
                 raise outcome[0]
         assert committed, "no commit succeeded within 180 s of the broker restart"
         assert longest <= 2 * budget
+        assert restarts <= 1
     finally:
         s.close()
