@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -68,7 +69,8 @@ class NaiveLoop:
                 marks = {"polled": time.perf_counter()}
                 request = codec.decode(msg.value())
                 marks["decoded"] = marks["engine_start"] = time.perf_counter()
-                out = engine.synthesize(None)
+                # The stand-in reads only the text: a fixed voice, default settings.
+                out = engine.synthesize(SimpleNamespace(text=request["text"]))
                 marks["engine_end"] = marks["finish_start"] = time.perf_counter()
                 audio = encode_wav(out.pcm, out.sample_rate)
                 marks["encoded"] = time.perf_counter()

@@ -13,8 +13,12 @@ GPU thread, finish thread, batched transactional commits) and a stand-in or real
   long per request (a GPU job leaves the CPU mostly free) and returns audio of a fixed real-time
   factor (``--rtf``, default 0.1: 2 s of 22.05 kHz audio for 200 ms of "GPU").
 - ``standin_200ms_prefetch6``: the 200 ms stand-in with ``WORKER_PREFETCH=6`` (the setting of the
-  first runs, before the intake limit adapted to job length); the other variants use ``--prefetch``,
-  default 2, the product default. See docs/benchmarks.md.
+  first runs, before intake was taken just in time); the other variants use ``--prefetch``,
+  default 1, the product default. See docs/benchmarks.md.
+- ``naive_200ms`` / ``naive_1s``: ``benchmarks.naive_loop``, the loop a typical user writes with
+  confluent-kafka, on the same stand-in, Kafka and S3: the comparison column.
+- ``light_200ms`` / ``naive_light_200ms``: an idle worker (processor / naive loop) gets one request
+  per ``--light-interval`` s; send -> result visible to a read_committed consumer, split by step.
 - ``indextts2_tiny_cpu``: the product engine (factory ``processor.engine.loader:indextts2``) on the
   tiny random model from ``devstack.tiny_model`` (built into ``.cache/bench/tiny-model`` on first
   use), on the CPU.
@@ -833,18 +837,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="requests for the 200 ms stand-in at prefetch=6 (default %(default)s)")
     p.add_argument("--requests-real", type=int, default=20,
                    help="requests for the tiny IndexTTS2 on CPU (default %(default)s)")
+    p.add_argument("--requests-short", type=int, default=300,
+                   help="requests for the 10 ms stand-in, standin_10ms (default %(default)s)")
     p.add_argument("--requests-light", type=int, default=30,
                    help="measured requests of the light-load columns (default %(default)s)")
     p.add_argument("--light-interval", type=float, default=1.0,
                    help="seconds between light-load requests (default %(default)s)")
     p.add_argument("--variants", default="standin_200ms,standin_200ms_prefetch6,standin_1s,indextts2_tiny_cpu",
                    help="comma-separated subset to run (default: the four processor columns); also "
-                        "naive_200ms, naive_1s (the naive confluent-kafka loop), light_200ms, naive_light_200ms")
+                        "naive_200ms, naive_1s (the naive confluent-kafka loop), light_200ms, naive_light_200ms, "
+                        "standin_10ms")
     p.add_argument("--rounds", type=int, default=1,
                    help="run the variants this many times, interleaved; the table shows median (min-max)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (default %(default)s)")
     p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--prefetch", type=int, default=2,
+    p.add_argument("--prefetch", type=int, default=1,
                    help="WORKER_PREFETCH for the processor (default %(default)s, the product default; "
                         "the standin_200ms_prefetch6 variant uses 6)")
     p.add_argument("--max-batch", type=int, default=16, help="WORKER_MAX_BATCH (default %(default)s)")
@@ -878,6 +885,8 @@ def main(argv: list[str] | None = None) -> int:
         "standin_1s": Variant("standin_1s", "stand-in 1 s", "standin", args.requests_1s, 1.0),
         "indextts2_tiny_cpu": Variant("indextts2_tiny_cpu", "IndexTTS2 tiny (CPU)", "indextts2",
                                       args.requests_real),
+        # Jobs shorter than an upload: outcomes overlap, so transactions carry several (batching under load).
+        "standin_10ms": Variant("standin_10ms", "stand-in 10 ms", "standin", args.requests_short, 0.01),
         # The comparison column (benchmarks/naive_loop.py) and the light-load (idle worker) columns.
         "naive_200ms": Variant("naive_200ms", "naive loop 200 ms", "standin", args.requests, 0.2, worker="naive"),
         "naive_1s": Variant("naive_1s", "naive loop 1 s", "standin", args.requests_1s, 1.0, worker="naive"),
@@ -893,6 +902,12 @@ def main(argv: list[str] | None = None) -> int:
         "standin_1s_mp3_48k_loud": Variant("standin_1s_mp3_48k_loud", "1 s, MP3 48k -16 LUFS", "standin",
                                            args.requests_1s, 1.0,
                                            output={"output_format": "mp3", "sample_rate": 48000, "loudness": -16.0}),
+        # Listen while it renders on top: every segment is also rendered, stored and announced by the
+        # segment thread (the stand-in returns one segment, so each request stores its audio twice).
+        "standin_1s_mp3_48k_stream": Variant("standin_1s_mp3_48k_stream", "1 s, MP3 48k -16, streamed", "standin",
+                                             args.requests_1s, 1.0,
+                                             output={"output_format": "mp3", "sample_rate": 48000, "loudness": -16.0,
+                                                     "stream_segments": True}),
         "standin_200ms_mp3_48k_loud": Variant("standin_200ms_mp3_48k_loud", "200 ms, MP3 48k -16 LUFS", "standin",
                                               args.requests, 0.2,
                                               output={"output_format": "mp3", "sample_rate": 48000,

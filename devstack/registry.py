@@ -3,14 +3,16 @@
 Apicurio Registry 2.4.2.Final with in-memory storage serves the Confluent-compatible API under
 ``/apis/ccompat/v7``, which is all our clients (confluent-kafka's ``SchemaRegistryClient``) speak.
 Its published ``apicurio-registry-app`` jar is the input of a Quarkus build rather than a runnable
-jar, so ``build_registry()`` runs that build once (``devstack/maven/registry``: ~300 jars, ~130 MB,
-about 90 s the first time on 2 cores) and caches the result in ``.cache/jars/registry``; Maven's
-``~/.m2`` makes a rebuild cheap. Newer lines (2.6.x, 3.x) do not resolve from Central alone.
+jar, so ``build_registry()`` runs that build once (``devstack/maven/registry``: 300 jars, 131 MB) and
+caches the result in ``.cache/jars/registry``. Measured on the shared 2-core machine: 256 s from an
+empty ``~/.m2`` (about 230 MB downloaded), 65 s with the artifacts already in ``~/.m2``, nothing
+once built. Newer lines (2.6.x, 3.x) do not resolve from Central alone.
 
 ``RegistryServer`` runs it like Kafka and S3Proxy: one Java process on a free 127.0.0.1 port, its
 output under ``.stack/<run>/logs/registry.out``, stopped with the stack (and by PDEATHSIG if the
 Python process dies first). Storage is in memory: a restart forgets every schema, which is what a
-test wants. Startup takes ~3 s on an idle machine, RSS ~200 MB.
+test wants. Ready in 5-14 s on the shared, loaded 2-core machine (the issue's trial: ~2.5 s idle);
+RSS ~170-180 MB.
 """
 
 from __future__ import annotations

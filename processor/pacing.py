@@ -14,24 +14,28 @@ on the GPU, a clock), so a test drives them with numbers instead of sleeps:
   behind it, or an upload is under way), and never longer than the batch window. A lone result
   commits at once; under load results still share transactions.
 - **Sleep until something is due.** The poll loop blocks in ``poll()`` (which returns at once when a
-  request arrives) for as long as nothing else can happen: short steps only while a short stage
-  (prepare, encode + upload) is running or a job is due to leave the GPU, long ones otherwise.
+  request arrives) for as long as nothing else can happen: short steps only while a prepare step runs,
+  an upload is due to end (from the average encode + upload time) or a job is due to leave the GPU,
+  long ones otherwise.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Between resume() and a prepared job: the re-fetch, decode, the reference check. Generous, so that a
 # fetch still held by the broker for an empty partition (fetch.wait.max.ms, 100 ms) rarely costs GPU time.
 INTAKE_LEAD_SECONDS = 0.12
+# The most requests ever held ahead of the GPU (very short jobs).
+MAX_AHEAD = 16
 # Finished outcomes wait at most this long for company in one transaction.
 BATCH_WINDOW_SECONDS = 0.05
 # Poll timeouts: while a short stage runs or a job is about to leave the GPU; at most while a job is on
 # the GPU with time to go; with nothing in flight (the liveness tick and health snapshot still run).
 SHORT_POLL_SECONDS = 0.002
-BUSY_POLL_MAX_SECONDS = 0.2
-IDLE_POLL_SECONDS = 0.2
+BUSY_POLL_MAX_SECONDS = 0.5
+IDLE_POLL_SECONDS = 0.5
 # A job that runs past its expected end is polled for at SHORT steps this long, then at OVERRUN steps:
 # a job that is merely a little slower than average is still noticed within milliseconds, one that is
 # much longer (longer text) costs no busy polling.
@@ -49,6 +53,7 @@ class InFlight:
     finishing: int = 0  # synthesized; encoding and uploading
     gpu_elapsed: float = 0.0  # how long the job on the GPU has been there
     gpu_expected: float | None = None  # how long it is expected to take (None: nothing known yet)
+    finish_remaining: float | None = None  # until the first finishing job is expected done (None: unknown)
 
     @property
     def total(self) -> int:
@@ -60,26 +65,37 @@ class InFlight:
 
 
 class JobLength:
-    """Expected synthesis time of a request from its text length: an average of seconds per character
-    (plus the per-request fixed part folded in), updated from every synthesized request."""
+    """Expected duration of a step from the size of its input (characters of text): a running estimate
+    of seconds per unit, updated from every finished step. It follows shorter durations quickly and
+    longer ones slowly, so it sits near the low end of what the step takes: waking a little early
+    costs a few short polls, waking late costs latency (one slow upload must not put the loop to
+    sleep past the next ten)."""
 
-    def __init__(self, weight: float = 0.2) -> None:
-        self.weight = weight
+    def __init__(self, down: float = 0.5, up: float = 0.1) -> None:
+        self.down, self.up = down, up
         self.per_char: float | None = None
 
     def observe(self, seconds: float, chars: int) -> None:
         rate = seconds / max(1, chars)
-        self.per_char = rate if self.per_char is None else (1 - self.weight) * self.per_char + self.weight * rate
+        if self.per_char is None:
+            self.per_char = rate
+        else:
+            self.per_char += (self.down if rate < self.per_char else self.up) * (rate - self.per_char)
 
     def expected(self, chars: int) -> float | None:
         return None if self.per_char is None else self.per_char * max(1, chars)
 
 
 def ahead_wanted(f: InFlight, prefetch: int, lead: float = INTAKE_LEAD_SECONDS) -> int:
-    """How many requests to hold ahead of the GPU right now."""
+    """How many requests to hold ahead of the GPU right now: none while the job on the GPU has more
+    than ``lead`` to go; then ``prefetch``, or for jobs shorter than the lead as many as cover it (a
+    10 ms job needs a dozen queued, or the GPU waits for every re-fetch)."""
+    prefetch = max(1, prefetch)
     if not f.on_gpu or f.gpu_expected is None:
         return prefetch  # GPU idle, or nothing known yet: take work now (no start-up stall)
-    return prefetch if f.gpu_expected - f.gpu_elapsed <= lead else 0
+    if f.gpu_expected - f.gpu_elapsed > lead:
+        return 0
+    return max(prefetch, min(MAX_AHEAD, math.ceil(lead / max(f.gpu_expected, 1e-3))))
 
 
 def intake_limit(f: InFlight, prefetch: int, lead: float = INTAKE_LEAD_SECONDS) -> int:
@@ -101,16 +117,21 @@ def poll_timeout(f: InFlight, *, prefetch: int, outcomes_waiting: bool,
     """How long the next ``poll()`` may block. It returns early when a request arrives; a stage
     thread cannot wake it, so it wakes on its own when something is due: a short stage ending (an
     upload, a prepare step, a batch window), intake due to resume, or the job on the GPU due to end."""
-    if outcomes_waiting or f.finishing or f.preparing or (f.ahead and not f.on_gpu):
+    if outcomes_waiting or f.preparing or (f.ahead and not f.on_gpu):
         return SHORT_POLL_SECONDS
-    if not f.on_gpu:
-        return IDLE_POLL_SECONDS
-    remaining = f.gpu_remaining
-    if remaining is None:
-        return OVERRUN_POLL_SECONDS  # the first job: nothing known about its length
-    if remaining <= 0:
-        return SHORT_POLL_SECONDS if -remaining < OVERRUN_GRACE_SECONDS else OVERRUN_POLL_SECONDS
-    wake = remaining
-    if f.ahead < prefetch and remaining > lead:
-        wake = remaining - lead  # intake resumes then
-    return max(SHORT_POLL_SECONDS, min(BUSY_POLL_MAX_SECONDS, wake))
+    wake = BUSY_POLL_MAX_SECONDS if f.total else IDLE_POLL_SECONDS
+    if f.finishing:
+        if f.finish_remaining is None or f.finish_remaining <= SHORT_POLL_SECONDS:
+            return SHORT_POLL_SECONDS  # an upload ends any moment now
+        wake = min(wake, f.finish_remaining)
+    if f.on_gpu:
+        remaining = f.gpu_remaining
+        if remaining is None:  # the first job: nothing known about its length
+            wake = min(wake, OVERRUN_POLL_SECONDS)
+        elif remaining <= 0:
+            wake = min(wake, SHORT_POLL_SECONDS if -remaining < OVERRUN_GRACE_SECONDS else OVERRUN_POLL_SECONDS)
+        elif f.ahead < prefetch and remaining > lead:
+            wake = min(wake, remaining - lead)  # intake resumes then
+        else:
+            wake = min(wake, remaining)
+    return max(SHORT_POLL_SECONDS, wake)

@@ -154,9 +154,11 @@ class Processor:
         self._halt = threading.Event()  # stage threads: exit now
         self._threads: list[threading.Thread] = []
         self.thread_failure: str | None = None
+        self._fatal = False
         self.current: Job | None = None  # the job on the GPU, for health
         self.gpu_started = 0.0  # when ``current`` went on the GPU (self.clock)
         self.job_length = pacing.JobLength()  # written by the GPU thread, read by the poll thread
+        self.finish_length = pacing.JobLength()  # encode + upload seconds; written by the finish thread
         # Owned by the poll thread: when the oldest uncommitted outcome became ready; whether the last
         # poll returned a record (more may be queued right behind it); the job whose offsets an early
         # transaction already holds (Session.begin), and since when.
@@ -213,10 +215,12 @@ class Processor:
 
     def stop(self) -> None:
         """Commit what is finished, abandon the rest, stop and join the threads, leave the group."""
+        # After a fatal error the producer is fenced or broken: nothing more is committed.
         with contextlib.suppress(FatalKafkaError, TransactionAborted):
-            self._collect_done()
-            self._commit_ready(force=True)
-            self._drop_early()
+            if not self._fatal:
+                self._collect_done()
+                self._commit_ready(force=True)
+                self._drop_early()
         self.ledger.revoke(list(self.ledger.epochs))  # anything still running is abandoned, never committed
         self._halt.set()
         deadline = time.monotonic() + 5
@@ -328,6 +332,8 @@ class Processor:
             with tracing.stage(job.trace, "store") as span:
                 outcome = self.stages.finish(job, synth)
                 tracing.outcome(span, outcome)
+            if "finish_start" in job.marks:
+                self.finish_length.observe(time.perf_counter() - job.marks["finish_start"], 1)
             if outcome is not None:
                 self._done.put((job, outcome))
 
@@ -341,9 +347,7 @@ class Processor:
         now = self.clock()
         if self._ready_since is None:
             self._ready_since = now
-        # More outcomes are about to be ready when a record was just taken (more may be queued right
-        # behind it) or an upload is under way: only then is the batch window worth waiting for.
-        more = self._took_record or self._in_flight().finishing > 0
+        more = self._took_record or self._outcome_due(self._in_flight(), more_than=0)
         if pacing.commit_now(len(ready), max_batch=self.s.worker.max_batch, waited=now - self._ready_since,
                              more_coming=more, force=force):
             self._ready_since = None
@@ -359,8 +363,8 @@ class Processor:
             if early.state == "dropped" or self.clock() - self._early_at > EARLY_TRANSACTION_MAX_SECONDS:
                 self._drop_early()
             return
-        if self._grace_deadline is not None:
-            return
+        if self._grace_deadline is not None or self._outcome_due(self._in_flight(), more_than=1):
+            return  # outcomes follow each other closely: let them share one transaction instead
         for entries in self.ledger.entries.values():
             job = next((j for j in entries if j.state != "done"), None)
             if job is None or job.state != "finishing":
@@ -374,6 +378,15 @@ class Processor:
                 log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
                 self._rewind()
             return
+
+    def _outcome_due(self, f: pacing.InFlight, *, more_than: int) -> bool:
+        """Are more than ``more_than`` outcomes about to be ready (within the batch window)? Uploads
+        under way are; so is the job on the GPU when it is due to end and be stored within the window."""
+        due = f.finishing
+        remaining, store = f.gpu_remaining, self.finish_length.expected(1)
+        if remaining is not None and store is not None and remaining + store < pacing.BATCH_WINDOW_SECONDS:
+            due += 1
+        return due > more_than
 
     def _drop_early(self) -> None:
         if self._early is not None:
@@ -407,6 +420,7 @@ class Processor:
             return
         except FatalKafkaError:
             metrics.TRANSACTIONS.labels("fatal").inc()
+            self._fatal = True
             raise
         metrics.TRANSACTIONS.labels("committed").inc()
         self._progress_at = self.clock()
@@ -477,6 +491,9 @@ class Processor:
 
     def _in_flight(self) -> pacing.InFlight:
         ahead = preparing = synthesizing = finishing = 0
+        finish_remaining: float | None = float("inf")
+        expected_finish = self.finish_length.expected(1)
+        now = time.perf_counter()  # the finish step marks its start on this clock
         for entries in self.ledger.entries.values():
             for j in entries:
                 if j.state in ("queued", "preparing"):
@@ -486,15 +503,22 @@ class Processor:
                     synthesizing += 1
                 elif j.state == "finishing":
                     finishing += 1
+                    started = j.marks.get("finish_start")
+                    if finish_remaining is not None:
+                        finish_remaining = (None if started is None or expected_finish is None
+                                            else min(finish_remaining, expected_finish - (now - started)))
         current = self.current
         on_gpu = current is not None and current.state == "synthesizing"
-        # Synthesized but not yet taken by the finish thread: as good as finishing.
-        finishing += synthesizing - int(on_gpu)
+        # Synthesized but not yet taken by the finish thread: as good as finishing, and due now.
+        if synthesizing > int(on_gpu):
+            finishing += synthesizing - int(on_gpu)
+            finish_remaining = None
         expected = None
         if on_gpu and current is not None and current.request is not None:
             expected = self.job_length.expected(len(current.request.text))
         return pacing.InFlight(ahead=ahead, preparing=preparing, on_gpu=on_gpu, finishing=finishing,
-                               gpu_elapsed=self.clock() - self.gpu_started, gpu_expected=expected)
+                               gpu_elapsed=self.clock() - self.gpu_started, gpu_expected=expected,
+                               finish_remaining=finish_remaining if finishing else None)
 
     def _poll_timeout(self) -> float:
         return pacing.poll_timeout(self._in_flight(), prefetch=self.s.worker.prefetch,

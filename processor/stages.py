@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from processor import deadletter, events, metrics, tracing
-from processor.audio import SegmentTiming, unavailable
+from processor.audio import EncodedAudio, SegmentTiming, Span, timeline, unavailable
 from processor.capabilities import check_capabilities
 from processor.config import Settings
 from processor.engine.base import (
@@ -41,7 +41,7 @@ from processor.engine.base import (
 )
 from processor.errors import ErrorCode, TtsError
 from processor.ledger import Entry
-from processor.output import SubtitleFile, render_job, subtitle_location
+from processor.output import JobStream, SegmentStreamer, SubtitleFile, render_job, subtitle_location
 from processor.references import ReferenceCache
 from processor.request import OutputPolicy, S3Location, TtsRequest, outcome_id, parse_s3_uri, validate_request
 from processor.session import Record
@@ -90,6 +90,8 @@ class Job(Entry):
     attempts: int = 1
     voice: LocalAudio | None = None
     emotion_audio: LocalAudio | None = None
+    # Its streamed pieces (stream_segments): rendered, stored and announced off the GPU thread.
+    stream: JobStream | None = None
     started: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # perf_counter timestamps of the job's life, for benchmarks and debugging.
@@ -128,6 +130,7 @@ class Stages:
         self.storage_error: tuple[float, str] | None = None  # the last transient storage failure, for health
         s3 = settings.s3
         self.output_policy = OutputPolicy.of(s3.bucket, s3.writable(), s3.output_prefix_list(), s3.reserved_prefixes())
+        self.streamer = SegmentStreamer()
 
     # ------------------------------------------------------------------ the steps
 
@@ -192,6 +195,7 @@ class Stages:
         t0 = job.marks["engine_start"] = time.perf_counter()
         try:
             self.check_expiry(req)
+            job.stream = self.open_stream(job, t0) if req.stream_segments else None
             result = self.engine.synthesize(self.spec(job), self.progress_callback(job, t0))
         except Abandoned:
             return None
@@ -212,8 +216,10 @@ class Stages:
         assert req is not None
         t0 = job.marks["finish_start"] = time.perf_counter()
         try:
+            if job.stream is not None:
+                self.close_stream(job, job.stream)
             # Resampling, loudness and encoding happen here, on the finish thread: never on the GPU's.
-            rendered = render_job(req, synth.pcm, synth.sample_rate, getattr(synth, "spans", ()))
+            rendered = render_job(req, synth.pcm, synth.sample_rate, synth.spans)
             audio = rendered.audio
             job.stage_seconds["encode"] = time.perf_counter() - t0
             # Where it may go was decided at intake (OutputPolicy), before any download or GPU time.
@@ -377,27 +383,65 @@ class Stages:
         req = job.request
         assert req is not None
         rate = self.engine.info.sample_rate
+        out_rate = req.output_spec.rate_for(rate) if rate else 0
 
-        def on_progress(span: Segment, _chunk: npt.NDArray[np.int16]) -> None:
-            segment, segments = span.index, span.count
+        def on_progress(span: Segment, chunk: npt.NDArray[np.int16]) -> None:
             elapsed = time.perf_counter() - t0
             if job.state == "dropped":
                 raise Abandoned
             if elapsed > self.s.worker.job_timeout_seconds:
                 raise TtsError(ErrorCode.TIMEOUT, f"synthesis exceeded {self.s.worker.job_timeout_seconds:.0f}s "
-                               f"after segment {segment} of {segments}")
-            timing = SegmentTiming(span.index, span.text[:2000], span.start_sample / rate, span.end_sample / rate) \
-                if rate else None
-            value = self.codecs["TtsProgress"].encode(
-                events.progress_event(req.request_id, segment, segments, self.worker_id, elapsed, timing))
-            try:
-                self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode(),
-                                             headers=tracing.with_trace([], job.trace))
-                self.events_producer.poll(0)
-            except BufferError:
-                log.warning("progress event dropped: local queue full")
+                               f"after segment {span.index} of {span.count}")
+            if job.stream is not None:
+                job.stream.add(span, chunk)  # only queued: the segment thread renders, stores and announces it
+                return
+            [timing] = timeline([span], rate, out_rate) if rate else [None]
+            self.announce(job, span, elapsed, timing, None)
 
         return on_progress
+
+    def announce(self, job: Job, span: Segment, elapsed: float, timing: SegmentTiming | None,
+                 piece: events.SegmentPiece | None) -> None:
+        """One progress event: the finished segment, its text and timing, and its stored piece if any."""
+        req = job.request
+        assert req is not None
+        value = self.codecs["TtsProgress"].encode(
+            events.progress_event(req.request_id, span.index, span.count, self.worker_id, elapsed, timing, piece))
+        try:
+            self.events_producer.produce(self.s.kafka.progress_topic, value, req.request_id.encode(),
+                                         headers=tracing.with_trace([], job.trace))
+            self.events_producer.poll(0)
+        except BufferError:
+            log.warning("progress event dropped: local queue full")
+
+    def open_stream(self, job: Job, t0: float) -> JobStream | None:
+        """Listen while it renders: each finished segment goes to storage and the progress topic."""
+        req = job.request
+        assert req is not None
+        rate = self.engine.info.sample_rate
+        if not rate:
+            log.warning("%s asked for stream_segments but the engine does not say its sample rate", req.request_id)
+            return None
+        base = job.output or self.output_policy.location(req)
+
+        def store(loc: S3Location, audio: EncodedAudio) -> None:
+            self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256, audio.content_type))
+
+        def announce(span: Span, timing: SegmentTiming, piece: events.SegmentPiece | None) -> None:
+            assert isinstance(span, Segment)
+            self.announce(job, span, time.perf_counter() - t0, timing, piece)
+
+        return self.streamer.open(req, base, rate, store, announce)
+
+    def close_stream(self, job: Job, stream: JobStream) -> None:
+        """Every piece is stored and its event delivered before the result can commit."""
+        if not stream.wait(self.s.worker.job_timeout_seconds):
+            log.warning("%s: streamed segments still pending; the result goes out without waiting", job.request_id)
+        if stream.failed is not None:
+            log.warning("%s: streamed segments stopped: %s", job.request_id, stream.failed)
+        left = self.events_producer.flush(10)
+        if left:
+            log.warning("%s: %d progress event(s) not yet delivered before the result", job.request_id, left)
 
     def retrying(self, job: Job, stage: str, op: Callable[[], T]) -> T:
         """Capped exponential backoff with equal jitter for transient errors; permanent ones pass through."""

@@ -24,8 +24,8 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import trace
@@ -145,16 +145,20 @@ class JobTrace:
 
     span: Span
     context: Context
+    _headers: list[tuple[str, bytes]] | None = field(default=None, repr=False)
 
     @property
     def trace_id(self) -> str:
         return format(self.span.get_span_context().trace_id, "032x")
 
     def headers(self) -> list[tuple[str, bytes]]:
-        """``traceparent``/``tracestate`` for the job's outgoing records."""
-        carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier, context=self.context)
-        return [(k, carrier[k].encode()) for k in TRACE_HEADERS if carrier.get(k)]
+        """``traceparent``/``tracestate`` for the job's outgoing records (formatted once per job: every
+        progress event carries them)."""
+        if self._headers is None:
+            carrier: dict[str, str] = {}
+            _PROPAGATOR.inject(carrier, context=self.context)
+            self._headers = [(k, carrier[k].encode()) for k in TRACE_HEADERS if carrier.get(k)]
+        return list(self._headers)
 
 
 def start_job(headers: Headers, *, request_id: str | None = None, topic: str | None = None,
@@ -177,17 +181,18 @@ def start_job(headers: Headers, *, request_id: str | None = None, topic: str | N
     return JobTrace(span, trace.set_span_in_context(span, parent or Context()))
 
 
-@contextlib.contextmanager
-def stage(job: JobTrace | None, name: str, **attributes: Any) -> Iterator[Span | None]:
-    """A child span ``tts.<name>`` of the job for the duration of the block (records an exception)."""
+_OFF: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+def stage(job: JobTrace | None, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
+    """A child span ``tts.<name>`` of the job for the duration of the block (records an exception).
+    Off (or nothing to trace): one shared no-op context, no generator, no allocation."""
     tracer = _tracer
     if job is None or tracer is None or not job.span.is_recording():
-        yield None
-        return
+        return _OFF
     attrs = {f"tts.{k}": v for k, v in attributes.items() if v is not None}
-    with tracer.start_as_current_span(f"tts.{name}", context=job.context, attributes=attrs,
-                                      record_exception=True, set_status_on_exception=True) as span:
-        yield span
+    return tracer.start_as_current_span(f"tts.{name}", context=job.context, attributes=attrs,
+                                        record_exception=True, set_status_on_exception=True)
 
 
 def outcome(span: Span | None, result: Any) -> None:

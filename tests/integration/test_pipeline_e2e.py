@@ -171,17 +171,17 @@ def test_bad_requests_get_error_results_with_codes(env: Env, rid: str, fields: d
 def test_a_redo_never_changes_the_object_an_earlier_result_names(env: Env) -> None:
     """The engine renders other bytes on the redo (as a GPU may): each attempt's WAV gets its own
     content-addressed key, so the first result's object is still exactly what its sha256 says."""
-    req = request("again", env.voice, text="say it twice", output_key_prefix="redo")
+    req = request("again", env.voice, text="say it twice", output_key_prefix="tts/redo")  # under S3_OUTPUT_PREFIXES
     env.produce([req])
     env.produce([req])
     mine = env.results_for("again", count=2)
     assert len(mine) == 2
     assert mine[0]["sha256"] != mine[1]["sha256"]  # the redo rendered other bytes
     for r in mine:
-        assert r["output_key"] == f"redo/again/{r['sha256']}.wav"
+        assert r["output_key"] == f"tts/redo/again/{r['sha256']}.wav"
         body = env.s3.get_object(Bucket=r["output_bucket"], Key=r["output_key"])["Body"].read()
         assert hashlib.sha256(body).hexdigest() == r["sha256"]
-    keys = [o["Key"] for o in env.s3.list_objects_v2(Bucket=env.bucket, Prefix="redo/").get("Contents", [])]
+    keys = [o["Key"] for o in env.s3.list_objects_v2(Bucket=env.bucket, Prefix="tts/redo/").get("Contents", [])]
     assert sorted(keys) == sorted(r["output_key"] for r in mine)
 
 

@@ -116,7 +116,8 @@ class MemorySession:
         self.opened: dict[TP, int] | None = None  # offsets sent by begin() in the open transaction
         self.begins = 0
         self.aborted_open = 0
-        self.txn_id: str | None = None  # sessions with the same id fence each other, newest wins
+        self.txn_id: str | None = None
+        self.fenced = False  # sessions with the same id fence each other, newest wins
         self._rr = itertools.count()
 
     # ------------------------------------------------------------------ faults
@@ -128,8 +129,8 @@ class MemorySession:
     def crash(self) -> None:
         """Like SIGKILL: the session is gone; its partitions are free for another session."""
         self.crashed = True
-        for tp in self.assigned:
-            if self.broker.owner.get(tp) is self:
+        for tp, owner in list(self.broker.owner.items()):
+            if owner is self:
                 del self.broker.owner[tp]
         self.assigned = []
 
@@ -225,9 +226,12 @@ class MemorySession:
         self.opened = None
         if self.txn_id is not None and self.broker.producers.get(self.txn_id) is not self:
             raise FatalKafkaError("fenced: a newer session holds this transactional id")
+        if self.fenced:
+            raise FatalKafkaError("injected: producer fenced")
         if self.faults:
             kind = self.faults.popleft()
             if kind == "fatal":
+                self.fenced = True  # like librdkafka: a fatal producer error is for good
                 raise FatalKafkaError("injected: producer fenced")
             raise TransactionAborted("injected abort")
         for tp in offsets:
@@ -255,14 +259,15 @@ class MemorySession:
         return None
 
     def close(self) -> None:
+        """Leave the group: revoke what the listener was told it holds, release everything else."""
         self._alive()
         if self.closed:
             return
         self.closed = True
         if self.assigned and self.listener is not None:
-            held = list(self.assigned)
-            self.listener.on_revoke(held)
-            for tp in held:
-                if self.broker.owner.get(tp) is self:
-                    del self.broker.owner[tp]
-            self.assigned = []
+            self.listener.on_revoke(list(self.assigned))
+        self.assigned = []
+        self.events.clear()
+        for tp, owner in list(self.broker.owner.items()):
+            if owner is self:
+                del self.broker.owner[tp]

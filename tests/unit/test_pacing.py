@@ -7,6 +7,7 @@ import pytest
 
 from processor.pacing import (
     BATCH_WINDOW_SECONDS,
+    BUSY_POLL_MAX_SECONDS,
     IDLE_POLL_SECONDS,
     INTAKE_LEAD_SECONDS,
     OVERRUN_POLL_SECONDS,
@@ -76,7 +77,7 @@ def test_poll_wakes_when_intake_is_due_to_resume_and_when_the_job_is_due_to_end(
     assert poll_timeout(busy(0.0, expected=0.2), prefetch=1, outcomes_waiting=False) == pytest.approx(0.2 - LEAD)
     # A request is already waiting ahead (prepared): wake when the job is due to end.
     assert poll_timeout(busy(0.1, expected=0.2, ahead=1), prefetch=1, outcomes_waiting=False) == pytest.approx(0.1)
-    assert poll_timeout(busy(0.0, expected=5.0), prefetch=1, outcomes_waiting=False) == 0.2  # capped
+    assert poll_timeout(busy(0.0, expected=5.0), prefetch=1, outcomes_waiting=False) == BUSY_POLL_MAX_SECONDS
 
 
 def test_a_job_past_its_expected_end_is_watched_closely_at_first_then_loosely() -> None:
@@ -90,3 +91,15 @@ def test_job_length_scales_with_text_length() -> None:
     assert length.expected(40) is None
     length.observe(2.0, 100)
     assert length.expected(50) == pytest.approx(1.0)
+
+
+def test_an_upload_is_polled_for_closely_only_when_it_is_due_to_end() -> None:
+    uploading = InFlight(on_gpu=True, gpu_elapsed=0.0, gpu_expected=1.0, ahead=1, finishing=1, finish_remaining=0.03)
+    assert poll_timeout(uploading, prefetch=1, outcomes_waiting=False) == pytest.approx(0.03)
+    due = InFlight(finishing=1, finish_remaining=0.001)
+    assert poll_timeout(due, prefetch=1, outcomes_waiting=False) == SHORT_POLL_SECONDS
+
+
+def test_jobs_shorter_than_the_lead_get_enough_queued_to_cover_it() -> None:
+    assert ahead_wanted(busy(0.0, expected=0.01), prefetch=1) == 12
+    assert ahead_wanted(busy(0.0, expected=0.0001), prefetch=1) == 16  # capped

@@ -94,3 +94,62 @@ def test_every_call_has_a_total_time_budget() -> None:
 def test_client_has_connect_and_read_timeouts() -> None:
     client = s3_client(S3Settings(connect_timeout_seconds=1.5, read_timeout_seconds=7))
     assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (1.5, 7)
+
+
+class _SlowServer:
+    """A TCP server that accepts and then answers one byte at a time, every ``gap`` seconds, forever:
+    what an S3 that hangs rather than refuses looks like. Each read succeeds, so only a total budget
+    ends the call."""
+
+    def __init__(self, gap: float) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.gap = gap
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: Any) -> None:
+        with conn:
+            for byte in b"HTTP/1.1 200 OK\r\nx-slow: " + b"a" * 10_000:
+                if self.stop.wait(self.gap):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_storage_server_that_trickles_is_cut_off_by_the_total_budget() -> None:
+    server = _SlowServer(gap=0.2)
+    try:
+        s = S3Settings(endpoint_url=f"http://127.0.0.1:{server.port}", access_key_id="k" * 8,
+                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=1,
+                       call_timeout_seconds=1.5)
+        st = Storage(s)
+        t0 = time.monotonic()
+        with pytest.raises(TtsError) as info:
+            st.etag("refs", "a.wav")
+        took = time.monotonic() - t0
+    finally:
+        server.close()
+    assert info.value.code is ErrorCode.STORAGE_ERROR and info.value.retriable
+    assert 1.4 < took < 3.0  # the per-read timeout (1 s) never fired: every read got a byte in 0.2 s
