@@ -29,7 +29,7 @@ for line in open("benchmarks/gpu_wheels.txt"):
         raise SystemExit(f"gpu_wheels.txt: {spec} has no version in uv.lock; pin it there as NAME==VERSION")
 PY
 )
-echo "wheels for cp312 manylinux x86_64 into $dir:" $pins
+echo "wheels for cp312 manylinux x86_64 into $dir: ${pins//$'\n'/ }"
 rm -rf "$dir"
 mkdir -p "$dir"
 platforms=()

@@ -902,6 +902,12 @@ def main(argv: list[str] | None = None) -> int:
         "standin_1s_mp3_48k_loud": Variant("standin_1s_mp3_48k_loud", "1 s, MP3 48k -16 LUFS", "standin",
                                            args.requests_1s, 1.0,
                                            output={"output_format": "mp3", "sample_rate": 48000, "loudness": -16.0}),
+        # Listen while it renders on top: every segment is also rendered, stored and announced by the
+        # segment thread (the stand-in returns one segment, so each request stores its audio twice).
+        "standin_1s_mp3_48k_stream": Variant("standin_1s_mp3_48k_stream", "1 s, MP3 48k -16, streamed", "standin",
+                                             args.requests_1s, 1.0,
+                                             output={"output_format": "mp3", "sample_rate": 48000, "loudness": -16.0,
+                                                     "stream_segments": True}),
         "standin_200ms_mp3_48k_loud": Variant("standin_200ms_mp3_48k_loud", "200 ms, MP3 48k -16 LUFS", "standin",
                                               args.requests, 0.2,
                                               output={"output_format": "mp3", "sample_rate": 48000,

@@ -40,6 +40,8 @@ from processor.storage import content_addressed
 
 log = logging.getLogger(__name__)
 
+HISTORY_SECONDS = 60.0  # how much of a streamed job's audio so far sets a piece's loudness gain
+
 
 @dataclass(frozen=True)
 class SubtitleFile:
@@ -132,9 +134,13 @@ class JobStream:
         spec = self.req.output_spec
         measured = None
         if spec.loudness_lufs is not None:
-            # The final gain depends on the whole job; the job so far is the best estimate of it,
-            # so consecutive pieces play at a steady level close to the final file's.
+            # The final gain depends on the whole job; the job so far (its last minute, so a long job
+            # costs the same per piece) is the best estimate of it, so consecutive pieces play at a
+            # steady level close to the final file's.
             self._history.append(chunk)
+            keep = HISTORY_SECONDS * self.engine_rate
+            while len(self._history) > 1 and sum(len(c) for c in self._history[1:]) >= keep:
+                self._history.pop(0)
             so_far = np.concatenate(self._history).astype(np.float32) / np.float32(32768.0)
             measured = integrated_loudness(so_far, self.engine_rate)
         audio = render(chunk, self.engine_rate, spec, measured_lufs=measured)

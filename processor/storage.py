@@ -13,9 +13,11 @@ longer than that. Messages name bucket/key, never credentials.
 from __future__ import annotations
 
 import posixpath
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -70,7 +72,7 @@ class Storage:
         # Calls run here so that the caller can stop waiting at the total budget even when a server
         # trickles bytes slowly enough to never trip the per-read timeout. A call given up on keeps
         # its thread until boto's own timeouts end it; the pool bounds how many such threads exist.
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tts-s3")
+        self._pool = _DaemonPool(8, "tts-s3")
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         timeout = self.settings.call_timeout_seconds
@@ -177,6 +179,37 @@ class Storage:
             return f"storage: bucket {self.settings.bucket}: {_code(exc)}"
         except BotoCoreError as exc:
             return f"storage: {type(exc).__name__}"
+
+
+class _DaemonPool:
+    """A few daemon threads running storage calls. Not a ThreadPoolExecutor: its threads are joined at
+    interpreter exit, so one call stuck on a hung S3 would hold up the worker's exit after SIGTERM."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._size, self._name = size, name
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if len(self._threads) < self._size:  # grown on demand, up to the size
+                t = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+        self._jobs.put((fn, future))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            fn, future = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # the caller gave up before it started
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller, who raises it  # noqa: BLE001
+                future.set_exception(exc)
 
 
 def _check(bucket: str, key: str, what: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from processor.ledger import TP, Entry, Ledger
@@ -151,7 +151,9 @@ class Model:
                 assert self.outcomes[(tp, off)] == 1, f"{tp}@{off} has {self.outcomes[(tp, off)]} outcomes"
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
+# Defect 1 as an anchor: offset 0 still queued, offset 1 finished (an error result), then SIGTERM.
+@example(sizes=[2, 1], steps=[("deliver", 0), ("deliver", 0), ("complete", 0), ("drain", 0)])
 @given(sizes=st.lists(st.integers(1, 6), min_size=2, max_size=2),
        steps=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 5)), min_size=5, max_size=40))
 def test_the_ledger_never_commits_past_a_request_without_an_outcome(sizes: list[int],
