@@ -7,6 +7,7 @@ partitions it cannot serve.
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import logging
 import signal
@@ -62,6 +63,11 @@ def run_worker(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, early_stop)
     signal.signal(signal.SIGINT, early_stop)
 
+    # Trying every encoder imports the loudness meter (scipy.signal: seconds on a busy node): do it
+    # beside the model load, not after it, so it never lengthens start-up.
+    encoders = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="encoder-check")
+    encoder_check = encoders.submit(encoder_problems)
+    encoders.shutdown(wait=False)
     t0 = time.monotonic()
     log.info("loading engine %s", settings.engine.engine)
     try:
@@ -82,7 +88,7 @@ def run_worker(settings: Settings) -> int:
     log.info("engine ready in %.1fs: %s", time.monotonic() - t0, engine.info)
     # Try every encoder once now: a format this build cannot encode is refused from the start (its
     # requests get unsupported_format) instead of failing after a GPU run.
-    for fmt, why in encoder_problems().items():
+    for fmt, why in encoder_check.result().items():
         log.error("output %s refused: %s", fmt, why)
     log.info("output formats: %s", ", ".join(available_formats()))
     if stop_early:
