@@ -20,23 +20,27 @@ from devstack.clips import voice_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / ".cache" / "tiny-model"
+TINY25 = ROOT / ".cache" / "tiny-model25"
 
 
 def choose_model() -> dict[str, str]:
     from processor.engine.loader import missing_files
 
+    # INDEX_TTS_FAMILY picks the model, as for the worker: indextts2 (default) or indextts2.5.
+    family = os.environ.get("INDEX_TTS_FAMILY", "indextts2")
+    name, tiny = ("IndexTTS-2.5", TINY25) if family == "indextts2.5" else ("IndexTTS-2", TINY)
     model_dir = Path(os.environ.get("INDEX_TTS_MODEL_DIR", ROOT / "checkpoints"))
     auto = os.environ.get("INDEX_TTS_AUTO_DOWNLOAD", "false").lower() in ("1", "true", "yes")
-    if not missing_files(model_dir) or auto:
-        print(f"model: IndexTTS-2 weights from {model_dir}" + (" (auto-download on)" if auto else ""))
-        return {"INDEX_TTS_MODEL_DIR": str(model_dir)}
+    if not missing_files(model_dir, family) or auto:
+        print(f"model: {name} weights from {model_dir}" + (" (auto-download on)" if auto else ""))
+        return {"INDEX_TTS_MODEL_DIR": str(model_dir), "INDEX_TTS_FAMILY": family}
     print("\n" + "!" * 78)
-    print(f"! No IndexTTS-2 weights in {model_dir} and INDEX_TTS_AUTO_DOWNLOAD is off.")
-    print("! Running the REAL IndexTTS2 code on the TINY RANDOM model built by scripts/install.sh:")
+    print(f"! No {name} weights in {model_dir} and INDEX_TTS_AUTO_DOWNLOAD is off.")
+    print(f"! Running the REAL {name} code on the TINY RANDOM model built by scripts/install.sh:")
     print("! every stage runs, but the audio is NOISE, not speech.")
     print("!" * 78 + "\n")
-    return {"INDEX_TTS_MODEL_DIR": str(TINY), "HF_HOME": str(TINY / "hf"), "HF_HUB_OFFLINE": "1",
-            "INDEX_TTS_DEVICE": os.environ.get("INDEX_TTS_DEVICE", "auto")}
+    return {"INDEX_TTS_MODEL_DIR": str(tiny), "HF_HOME": str(tiny / "hf"), "HF_HUB_OFFLINE": "1",
+            "INDEX_TTS_FAMILY": family, "INDEX_TTS_DEVICE": os.environ.get("INDEX_TTS_DEVICE", "auto")}
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 600) -> None:

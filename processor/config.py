@@ -156,7 +156,10 @@ class EngineSettings(BaseSettings):
 
     # Python path of an engine factory; the default is the product engine. Tests and benchmarks
     # point it at stand-ins (e.g. tests.support.tone_engine:ToneEngine).
-    engine: str = "processor.engine.loader:indextts2"
+    engine: str = "processor.engine.loader:product"
+    # The model family the product engine loads: "indextts2" (IndexTTS-2) or "indextts2.5" (IndexTTS-2.5).
+    # One setting: the chart and `doctor` follow it too (weights layout, capabilities).
+    family: Literal["indextts2", "indextts2.5"] = "indextts2"
     model_dir: str = "checkpoints"
     device: str = "auto"
     use_fp16: bool = False
@@ -164,11 +167,16 @@ class EngineSettings(BaseSettings):
     use_cuda_kernel: bool = False
     accel: bool = False
     compile: bool = False
-    # Attention backend for the GPT: None (torch SDPA), "flash" (flash-attn) or "sage" (sageattention).
-    attn_backend: Literal["flash", "sage"] | None = None
-    # Text-normalisation language hint: None lets the model detect zh/en per segment.
-    language: Literal["zh", "en"] | None = None
+    # Attention backend for the GPT: None/"sdpa" (torch SDPA), "flash" (flash-attn; on IndexTTS-2.5 the
+    # package's accelerated decoder, refused at start-up when flash_attn is not importable) or "sage"
+    # (sageattention, IndexTTS2 only). use_fp16 is the half-precision GPT: fp16 on IndexTTS2, bf16 on 2.5.
+    attn_backend: Literal["sdpa", "flash", "sage"] | None = None
+    # Default text language of requests without one: None detects it (IndexTTS2: zh/en per segment;
+    # IndexTTS-2.5: zh, en, ja, es or ar from the script and common words).
+    language: Literal["zh", "en", "ja", "es", "ar"] | None = None
     auto_download: bool = False
+    # IndexTTS-2.5's s2mel Euler steps; None keeps the package's 25 (fewer: faster, lower quality).
+    diffusion_steps: int | None = Field(default=None, ge=1, le=100)
     hf_home: str | None = Field(default=None, validation_alias=AliasChoices("HF_HOME", "INDEX_TTS_HF_HOME"))
     # Conditioning LRU bounds (speaker + emotion references).
     conditioning_cache_entries: int = Field(default=64, ge=0)

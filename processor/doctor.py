@@ -30,6 +30,8 @@ Status = Literal["pass", "warn", "fail", "skip"]
 LABEL: dict[Status, str] = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
 INDEXTTS2_ENGINES = frozenset({"processor.engine.loader:indextts2", "processor.engine.indextts2:IndexTTS2Engine"})
+INDEXTTS25_ENGINES = frozenset({"processor.engine.loader:indextts25", "processor.engine.indextts25:IndexTTS25Engine"})
+PRODUCT_ENGINE = "processor.engine.loader:product"  # loads the family INDEX_TTS_FAMILY names
 MIN_PYTHON = (3, 11)
 
 # Distribution name -> needed by whom. "core" always; "engine" only for the IndexTTS2 engine.
@@ -46,6 +48,7 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("torch", "engine"),
     ("torchaudio", "engine"),
     ("indextts2-inference", "engine"),
+    ("indextts25-inference", "engine25"),
     ("transformers", "engine"),
     ("huggingface-hub", "engine"),
     ("starlette", "console"),
@@ -93,15 +96,17 @@ def check_python() -> list[Check]:
     return [Check("python", "pass", text)]
 
 
-def check_packages(engine_needed: bool) -> list[Check]:
+def check_packages(engine_needed: bool, family: str | None = "indextts2") -> list[Check]:
     out: list[Check] = []
     for dist, role in PACKAGES:
         try:
             version = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
-            required = role == "core" or (role == "engine" and engine_needed)
+            required = role == "core" or (role == "engine" and engine_needed and family != "indextts2.5") or (
+                role == "engine25" and engine_needed and family == "indextts2.5")
             status: Status = "fail" if required else "warn"
             why = {"core": "every command needs it", "engine": "the IndexTTS2 engine needs it",
+                   "engine25": "the IndexTTS-2.5 engine needs it",
                    "console": "`tts-processor console` needs it"}[role]
             out.append(Check(dist, status, "not installed", f"{why}: `uv sync` (or pip install {dist})"))
             continue
@@ -232,6 +237,65 @@ def check_model_dir(settings: Settings) -> tuple[list[Check], dict[str, Any] | N
         out.insert(0, Check("model dir", "fail", f"{model_dir}: {len(present)} of {len(MODEL_FILE_KEYS) + 1} "
                                                  f"files named by config.yaml present"))
     return out, cfg
+
+
+# IndexTTS-2.5: config.yaml keys naming files, the files it reads by fixed name, and its auxiliary models
+# (read from <model dir>/hf_cache/ when there, else from the hub cache).
+MODEL25_FILE_KEYS: tuple[str, ...] = ("gpt_checkpoint", "s2mel_checkpoint", "w2v_stat", "emo_matrix", "spk_matrix")
+MODEL25_FIXED_FILES: tuple[str, ...] = ("codec.pth", "multilingual_zh_ja_yue_char_del.tiktoken")
+HUB25_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "facebook/w2v-bert-2.0": ("w2v-bert-2.0", ("config.json", "preprocessor_config.json", "model.safetensors")),
+    "funasr/campplus": ("", ("campplus_cn_common.bin",)),
+    "nvidia/bigvgan_v2_22khz_80band_256x": ("bigvgan", ("config.json", "bigvgan_generator.pt")),
+}
+
+
+def check_model_dir25(settings: Settings) -> list[Check]:
+    """IndexTTS-2.5's checkpoint layout: every file its config.yaml names, codec.pth and the tokenizer."""
+    model_dir = Path(settings.engine.model_dir).expanduser()
+    hint_dir = ("set INDEX_TTS_MODEL_DIR to the IndexTTS-2.5 checkpoint directory (e.g. `hf download "
+                "IndexTeam/IndexTTS-2.5 --local-dir checkpoints --exclude 'qwen0.6bemo4-merge/*'`)")
+    absent: Status = "warn" if settings.engine.auto_download else "fail"
+    if not (model_dir / "config.yaml").is_file():
+        return [Check("model dir", absent, f"no config.yaml in {model_dir}", hint_dir)]
+    try:
+        cfg = load_model_config(model_dir)
+    except Exception as exc:  # noqa: BLE001 (the doctor reports every failure as a finding)
+        return [Check("model config", "fail", f"{model_dir / 'config.yaml'} unreadable: {exc}"[:300], hint_dir)]
+    names: list[str] = []
+    out: list[Check] = []
+    for key in MODEL25_FILE_KEYS:
+        name = _dig(cfg, key)
+        if not isinstance(name, str) or not name:
+            out.append(Check("model file", "fail", f"config.yaml does not name `{key}`",
+                             "config.yaml is not an IndexTTS-2.5 config"))
+        else:
+            names.append(name)
+    hint_file = "the download is incomplete: fetch the missing file from the model repository into the model dir"
+    present = []
+    for name in [*names, *MODEL25_FIXED_FILES]:
+        path = model_dir / name
+        if not path.is_file() or path.stat().st_size == 0:
+            out.append(Check("model file", "fail", f"{path} is missing or empty", hint_file))
+        else:
+            present.append(name)
+    if not out:
+        out.insert(0, Check("model dir", "pass", f"{model_dir}: IndexTTS-2.5 config.yaml (version "
+                                                 f"{cfg.get('version', '?')}) and {', '.join(present)}"))
+    hub = hub_cache_dir(settings)
+    for repo, (local, files) in HUB25_FILES.items():
+        local_dir = model_dir / "hf_cache" / local
+        if all((local_dir / f).is_file() for f in files):
+            out.append(Check(f"aux {repo}", "pass", f"{local_dir} (model dir hf_cache)"))
+            continue
+        snap = _snapshot(hub, repo)
+        if snap is not None and all((snap / f).is_file() and (snap / f).stat().st_size > 0 for f in files):
+            out.append(Check(f"aux {repo}", "pass", f"{snap}"))
+        else:
+            out.append(Check(f"aux {repo}", "warn" if settings.engine.auto_download else "fail",
+                             f"neither {local_dir} nor the hub cache {hub} has {', '.join(files)}",
+                             "the IndexTTS-2.5 download ships them in hf_cache/; or prefetch the repo into HF_HOME"))
+    return out
 
 
 def hub_cache_dir(settings: Settings) -> Path:
@@ -512,9 +576,21 @@ def check_schema_registry(settings: Settings, client: Any = None) -> list[Check]
 # ------------------------------------------------------------------------------------------- main
 
 
+def engine_family(settings: Settings) -> str | None:
+    """The model family the configured engine loads (None: a stand-in engine)."""
+    name = settings.engine.engine.strip()
+    if name == PRODUCT_ENGINE:
+        return settings.engine.family
+    if name in INDEXTTS2_ENGINES:
+        return "indextts2"
+    if name in INDEXTTS25_ENGINES:
+        return "indextts2.5"
+    return None
+
+
 def engine_is_indextts2(settings: Settings) -> bool:
-    """The product engine (``processor.engine.loader:indextts2`` or the engine class itself)."""
-    return settings.engine.engine.strip() in INDEXTTS2_ENGINES
+    """A product engine (IndexTTS2 or IndexTTS-2.5, through the loader or the engine class itself)."""
+    return engine_family(settings) is not None
 
 
 def run_checks(settings: Settings, *, min_partitions: int | None = None, timeout: float = 10.0,
@@ -527,12 +603,15 @@ def run_checks(settings: Settings, *, min_partitions: int | None = None, timeout
             if emit is not None:
                 emit(c)
 
-    indextts = engine_is_indextts2(settings)
+    family = engine_family(settings)
+    indextts = family is not None
     add(check_python())
-    add(check_packages(indextts))
+    add(check_packages(indextts, family))
     add(check_audio())
     add(check_gpu(settings))
-    if indextts:
+    if family == "indextts2.5":
+        add(check_model_dir25(settings))
+    elif indextts:
         model_checks, cfg = check_model_dir(settings)
         add(model_checks)
         add(check_hub_cache(settings, cfg))
@@ -548,7 +627,9 @@ def run_checks(settings: Settings, *, min_partitions: int | None = None, timeout
 def main(settings: Settings, *, min_partitions: int | None = None, timeout: float = 10.0,
          out: TextIO | None = None) -> int:
     stream = out or sys.stdout
-    print(f"tts-processor doctor ({settings.engine.engine})", file=stream, flush=True)
+    family = engine_family(settings)
+    print(f"tts-processor doctor ({settings.engine.engine}{f', family {family}' if family else ''})", file=stream,
+          flush=True)
     results = run_checks(settings, min_partitions=min_partitions, timeout=timeout,
                          emit=lambda c: print(c.line(), file=stream, flush=True))
     counts = {s: sum(1 for c in results if c.status == s) for s in LABEL}

@@ -27,6 +27,9 @@ class ErrorCode(StrEnum):
     OUTCOME_TOO_LARGE = "outcome_too_large"
     EXPIRED = "expired"
     TIMEOUT = "timeout"
+    # The serving engine cannot do what the request asks (e.g. emotion text on IndexTTS-2.5, speed or
+    # Japanese on IndexTTS2); refused before any download or GPU time.
+    UNSUPPORTED_CAPABILITY = "unsupported_capability"
     # A failure nobody foresaw (a bug, a full disk): the request ends with it instead of the worker.
     INTERNAL_ERROR = "internal_error"
     UNSUPPORTED_FORMAT = "unsupported_format"
@@ -48,6 +51,7 @@ PERMANENT = frozenset(
         ErrorCode.EXPIRED,
         ErrorCode.TIMEOUT,
         ErrorCode.UNSUPPORTED_FORMAT,
+        ErrorCode.UNSUPPORTED_CAPABILITY,
     }
 )
 

@@ -40,7 +40,8 @@ def model_record(info: ModelInfo | None) -> dict[str, Any] | None:
     if info is None:
         return None
     return {"model_type": info.model_type, "model_version": info.model_version,
-            "device": info.device, "precision": info.precision}
+            "device": info.device, "precision": info.precision, "engine": info.engine, "backend": info.backend,
+            "capabilities": info.capabilities.as_dict()}
 
 
 def parameters_record(req: TtsRequest, voice_sha256: str | None) -> dict[str, Any]:
@@ -56,6 +57,8 @@ def parameters_record(req: TtsRequest, voice_sha256: str | None) -> dict[str, An
         "generation": req.generation_used(),
         "interval_silence_ms": 200 if req.interval_silence_ms is None else req.interval_silence_ms,
         "seed": req.seed,
+        "speed": req.speed,
+        "language": req.language,
         "output": output_record(req),
     }
 

@@ -108,7 +108,9 @@ def health_record(
         "gpu": gpu,
         "model": {"loaded": m is not None, "model_type": m.model_type if m else None,
                   "model_version": m.model_version if m else None, "device": m.device if m else None,
-                  "precision": m.precision if m else None, "load_seconds": m.load_seconds if m else None},
+                  "precision": m.precision if m else None, "load_seconds": m.load_seconds if m else None,
+                  "engine": m.engine if m else None, "backend": m.backend if m else None,
+                  "capabilities": m.capabilities.as_dict() if m else None},
         "assignments": [{"topic": t, "partition": part, "lag": lag} for (t, part), lag in sorted(lags.items())],
         "current_job": (
             {"request_id": snap.current_request or "", "running_seconds": now - snap.current_started}

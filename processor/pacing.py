@@ -54,6 +54,7 @@ class InFlight:
     gpu_elapsed: float = 0.0  # how long the job on the GPU has been there
     gpu_expected: float | None = None  # how long it is expected to take (None: nothing known yet)
     finish_remaining: float | None = None  # until the first finishing job is expected done (None: unknown)
+    typical_job: float | None = None  # what a job has been taking lately (None: nothing known yet)
 
     @property
     def total(self) -> int:
@@ -91,11 +92,11 @@ def ahead_wanted(f: InFlight, prefetch: int, lead: float = INTAKE_LEAD_SECONDS) 
     than ``lead`` to go; then ``prefetch``, or for jobs shorter than the lead as many as cover it (a
     10 ms job needs a dozen queued, or the GPU waits for every re-fetch)."""
     prefetch = max(1, prefetch)
+    typical = f.gpu_expected if f.on_gpu and f.gpu_expected is not None else f.typical_job
+    enough = prefetch if typical is None else max(prefetch, min(MAX_AHEAD, math.ceil(lead / max(typical, 1e-3))))
     if not f.on_gpu or f.gpu_expected is None:
-        return prefetch  # GPU idle, or nothing known yet: take work now (no start-up stall)
-    if f.gpu_expected - f.gpu_elapsed > lead:
-        return 0
-    return max(prefetch, min(MAX_AHEAD, math.ceil(lead / max(f.gpu_expected, 1e-3))))
+        return enough  # GPU idle, or nothing known yet: take work now (no start-up stall)
+    return 0 if f.gpu_expected - f.gpu_elapsed > lead else enough
 
 
 def intake_limit(f: InFlight, prefetch: int, lead: float = INTAKE_LEAD_SECONDS) -> int:

@@ -159,6 +159,7 @@ class Processor:
         self.gpu_started = 0.0  # when ``current`` went on the GPU (self.clock)
         self.job_length = pacing.JobLength()  # written by the GPU thread, read by the poll thread
         self.finish_length = pacing.JobLength()  # encode + upload seconds; written by the finish thread
+        self.job_seconds = pacing.JobLength()  # synthesis seconds per request, whatever the text
         # Owned by the poll thread: when the oldest uncommitted outcome became ready; whether the last
         # poll returned a record (more may be queued right behind it); the job whose offsets an early
         # transaction already holds (Session.begin), and since when.
@@ -323,6 +324,7 @@ class Processor:
                 self._done.put((job, result))
             elif result is not None:
                 self.job_length.observe(job.stage_seconds["synthesis"], len(job.request.text) if job.request else 1)
+                self.job_seconds.observe(job.stage_seconds["synthesis"], 1)
                 self._hand_on(self._finish_q, (job, result))
 
     def _finish_loop(self) -> None:
@@ -518,7 +520,8 @@ class Processor:
             expected = self.job_length.expected(len(current.request.text))
         return pacing.InFlight(ahead=ahead, preparing=preparing, on_gpu=on_gpu, finishing=finishing,
                                gpu_elapsed=self.clock() - self.gpu_started, gpu_expected=expected,
-                               finish_remaining=finish_remaining if finishing else None)
+                               finish_remaining=finish_remaining if finishing else None,
+                               typical_job=self.job_seconds.expected(1))
 
     def _poll_timeout(self) -> float:
         return pacing.poll_timeout(self._in_flight(), prefetch=self.s.worker.prefetch,

@@ -148,6 +148,10 @@ class TtsRequest(BaseModel):
     repetition_penalty: float | None = Field(default=None, ge=1.0, le=20.0)
     max_mel_tokens: int | None = Field(default=None, ge=50, le=1815)
     interval_silence_ms: int | None = Field(default=None, ge=0, le=5000)
+    # IndexTTS-2.5's duration factor: < 1 speaks faster. Engines without speed control take 1.0 only.
+    speed: float = Field(default=1.0, ge=0.5, le=2.0, allow_inf_nan=False)
+    # Text language; None detects it (or uses the worker's INDEX_TTS_LANGUAGE).
+    language: Literal["zh", "en", "ja", "es", "ar"] | None = None
     output_bucket: str | None = None
     output_key_prefix: str | None = None
     output_format: OutputFormat = "wav"

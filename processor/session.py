@@ -11,6 +11,13 @@ transaction. Every librdkafka error rule lives here and comes out as one of two 
 
 No call here blocks the poll thread longer than ``budget_seconds`` (kept under liveness and
 ``max.poll.interval.ms``): a broker that does not answer in time aborts the transaction instead.
+The transactional calls run on a thread of their own with a deadline, because librdkafka's own
+timeouts do not always hold: after a broker restart ``send_offsets_to_transaction`` can block for
+good (librdkafka 2.16, upstream issues #5456 / #5511; tests/chaos/test_broker_restart.py). A call
+that outlives its deadline is fatal: the worker exits and its restart fences the stuck producer,
+instead of a poll loop frozen until liveness fails. (Replacing the producer in place would keep the
+worker, but is only safe once nothing is consumed or rewound before the new producer has fenced the
+old one; not done yet.)
 
 ``tests/support/memory_broker.py`` implements the same interface in memory; one contract suite
 (tests/unit/test_session_contract.py) runs against both, so the fake cannot drift from Kafka.
@@ -21,8 +28,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -172,6 +181,8 @@ class KafkaSession:
         self._listener: Rebalance | None = None
         self._last_error: tuple[float, str] | None = None
         self._open: dict[TP, int] | None = None  # the open transaction's offsets already sent (begin)
+        self._txn_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-txn")
+        self._stuck = False
 
     @classmethod
     def connect(cls, k: KafkaSettings, worker_id: str, *, budget_seconds: float = 30.0,
@@ -193,10 +204,20 @@ class KafkaSession:
 
     def start(self, topic: str, listener: Rebalance) -> None:
         self._listener = listener
-        try:
-            self.producer.init_transactions(30)
-        except KafkaException as exc:
-            raise FatalKafkaError(f"init_transactions: {exc.args[0]}") from exc
+        # A worker (re)started while the broker is away (a broker restart, a network split) waits
+        # for it, rather than exiting into a crash loop: librdkafka says "retry call to resume".
+        deadline = self.clock() + 5 * self.budget
+        while True:
+            try:
+                self.producer.init_transactions(min(30.0, self.budget))
+                break
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.fatal() or not err.retriable() or self.clock() >= deadline:
+                    raise FatalKafkaError(f"init_transactions: {err}") from exc
+                log.warning("init_transactions: %s; retrying", err)
+                self._last_error = (self.clock(), str(err))
+                time.sleep(min(1.0, self._left(deadline)))
         self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
 
@@ -300,12 +321,41 @@ class KafkaSession:
         return self._last_error
 
     def close(self) -> None:
+        self._txn_thread.shutdown(wait=False)
         self.consumer.close()
 
     # ------------------------------------------------------------------ the checkpoint
 
     def begin(self, offsets: dict[TP, int]) -> None:
         deadline = self.clock() + self.budget
+        self._call(self._begin, deadline + 0.75 * self.budget, offsets, deadline)
+
+    def abort_open(self) -> None:
+        if self._open is not None:
+            deadline = self.clock() + self.budget
+            self._call(self._abort, deadline + 0.75 * self.budget, deadline)
+
+    def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
+        """THE checkpoint: produce the outcomes and send the offsets in one transaction."""
+        deadline = self.clock() + self.budget + self.park_in_txn_seconds
+        # The steps keep to ``deadline``; an abort after it gets half a budget more (``_abort``), and
+        # librdkafka a quarter for its own overshoot.
+        self._call(self._commit, deadline + 0.75 * self.budget, records, offsets, deadline)
+
+    def _call(self, step: Callable[..., None], hard_deadline: float, *args: Any) -> None:
+        """Run ``step`` on the transaction thread; a librdkafka call that outlives ``hard_deadline``
+        (it ignored its own timeout) leaves the producer in an unknown state: fatal."""
+        if self._stuck:
+            raise FatalKafkaError("the transactional producer is stuck in an earlier call")
+        future = self._txn_thread.submit(step, *args)
+        try:
+            future.result(timeout=max(0.1, hard_deadline - self.clock()))
+        except FutureTimeout:
+            self._stuck = True  # later calls (the shutdown's last commit) fail at once
+            raise FatalKafkaError(f"a transactional call outlived its {self.budget:g}s budget "
+                                  "(librdkafka #5456/#5511)") from None
+
+    def _begin(self, offsets: dict[TP, int], deadline: float) -> None:
         try:
             if self._open is None:
                 self.producer.begin_transaction()
@@ -318,15 +368,9 @@ class KafkaSession:
         except KafkaException as exc:
             self._failed(exc, deadline)
 
-    def abort_open(self) -> None:
-        if self._open is not None:
-            self._abort(self.clock() + self.budget)
-
-    def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
-        """THE checkpoint: produce the outcomes and send the offsets in one transaction."""
+    def _commit(self, records: Sequence[OutRecord], offsets: dict[TP, int], deadline: float) -> None:
         if self._open is not None and any(offsets.get(tp, -1) < off for tp, off in self._open.items()):
-            self.abort_open()  # what begin() sent is not covered here: it must not commit
-        deadline = self.clock() + self.budget + self.park_in_txn_seconds
+            self._abort(deadline)  # what begin() sent is not covered here: it must not commit
         refused: dict[int, str] = {}
 
         def on_delivery(index: int) -> Callable[[KafkaError | None, Message], None]:

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from processor import deadletter, events, metrics, tracing
 from processor.audio import EncodedAudio, SegmentTiming, Span, timeline, unavailable
+from processor.capabilities import check_capabilities
 from processor.config import Settings
 from processor.engine.base import (
     Emotion,
@@ -152,6 +153,7 @@ class Stages:
             request_id = outcome_id(fields.get("request_id"), f"{job.tp[0]}-{job.tp[1]}-{job.offset}")
             tracing.annotate(job.trace, request_id=request_id)
             job.request = validate_request(fields)
+            check_capabilities(job.request, self.engine.info)
             job.output = self.output_policy.location(job.request)
             self.check_expiry(job.request)
             return None
@@ -374,6 +376,7 @@ class Stages:
             request_id=req.request_id, text=req.text, voice=job.voice, emotion=emotion, use_random=req.use_random,
             max_text_tokens_per_segment=req.max_text_tokens_per_segment,
             interval_silence_ms=req.interval_silence_ms, generation=gen, seed=req.seed,
+            speed=req.speed, language=req.language,
         )
 
     def progress_callback(self, job: Job, t0: float) -> ProgressCallback:

@@ -32,6 +32,13 @@ if [ ! -f .cache/warm-caches.done ]; then
     touch .cache/warm-caches.done
 fi
 
+step "tiny random IndexTTS-2.5 (built locally, seconds) and its NeMo grammars (en, es, zh, ar; once)"
+uv run python -m devstack.tiny_model25 .cache/tiny-model25
+if [ ! -f .cache/warm-caches25.done ]; then
+    uv run python scripts/warm_caches.py --only nemo25
+    touch .cache/warm-caches25.done
+fi
+
 if [ "$runtime_only" = 0 ]; then
     step "ops tools (helm from the Go module proxy, checkov in its own venv)"
     bash scripts/install_ops_tools.sh

@@ -76,6 +76,21 @@ def warm_nemo() -> None:
             raise RuntimeError(f"text normaliser returned nothing for {text!r}")
 
 
+def warm_nemo25() -> None:
+    """Build (or load) IndexTTS-2.5's NeMo grammars for the languages it normalises.
+
+    ``indextts25`` pickles each built grammar under ``$XDG_CACHE_HOME/indextts25/nemo_tn`` (default
+    ``~/.cache``); Japanese has no grammar (its text goes through the kana G2P instead).
+    """
+    from indextts25.utils.nemo_tn import get_text_normalizer
+
+    normalizer = get_text_normalizer()
+    for lang, text in (("en", "It is 10:30."), ("es", "Son las 10:30."), ("zh", "今天是5月5日."), ("ar", "العدد 5.")):
+        if normalizer._get_normalizer(lang) is None:  # the package degrades to raw text; here that is an error
+            raise RuntimeError(f"IndexTTS-2.5 NeMo grammar for {lang!r} could not be built")
+        normalizer.normalize(text, lang)
+
+
 def warm_engine(model_dir: Path, device: str, hf_home: Path | None) -> None:
     from processor.engine.indextts2 import IndexTTS2Engine
 
@@ -88,9 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=None, help="also load this model and run warm_up()")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--hf-home", type=Path, default=None, help="hub cache (offline); default: $HF_HOME")
+    parser.add_argument("--only", choices=["nemo25"], default=None,
+                        help="nemo25: only IndexTTS-2.5's grammars (en, es, zh, ar)")
     args = parser.parse_args(argv)
 
     steps: list[tuple[str, Callable[[], None]]] = [("numba (librosa)", warm_numba), ("NeMo grammars", warm_nemo)]
+    if args.only == "nemo25":
+        steps = [("IndexTTS-2.5 NeMo grammars", warm_nemo25)]
     if args.model_dir is not None:
         steps.append(("engine warm-up", lambda: warm_engine(args.model_dir, args.device, args.hf_home)))
     for name, step in steps:

@@ -159,7 +159,10 @@ def test_ready_record_carries_model_counters_job_and_assignment() -> None:
     (rec,) = sent(p)
     assert rec["status"] == "ready" and rec["reasons"] == []
     assert rec["model"] == {"loaded": True, "model_type": "ToneEngine", "model_version": "test-1", "device": "cpu",
-                            "precision": "fp32", "load_seconds": 1.5}
+                            "precision": "fp32", "load_seconds": 1.5, "engine": "indextts2", "backend": "sdpa",
+                            "capabilities": {"languages": ["zh", "en"], "detects_language": True,
+                                             "emotion_modes": ["same_as_voice", "reference", "vector", "text"],
+                                             "speed_min": 1.0, "speed_max": 1.0, "streaming": True}}
     assert rec["counters"] == {"done": 3, "failed": 1, "dead_lettered": 2}
     assert rec["current_job"] == {"request_id": "r-1", "running_seconds": 2.0}
     # Unknown lag is null, not zero.

@@ -103,3 +103,8 @@ def test_an_upload_is_polled_for_closely_only_when_it_is_due_to_end() -> None:
 def test_jobs_shorter_than_the_lead_get_enough_queued_to_cover_it() -> None:
     assert ahead_wanted(busy(0.0, expected=0.01), prefetch=1) == 12
     assert ahead_wanted(busy(0.0, expected=0.0001), prefetch=1) == 16  # capped
+
+
+def test_short_jobs_keep_enough_queued_while_the_gpu_is_between_two_of_them() -> None:
+    assert ahead_wanted(InFlight(typical_job=0.01), prefetch=1) == 12
+    assert ahead_wanted(InFlight(typical_job=1.0), prefetch=1) == 1

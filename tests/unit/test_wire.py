@@ -23,7 +23,7 @@ REQUEST = {
     "interval_silence_ms": 100, "output_bucket": None, "output_key_prefix": "x", "workflow_id": "wf",
     "stage_name": None, "deadline": datetime(2030, 1, 1, tzinfo=UTC), "created_at": None,
     "output_format": "opus", "sample_rate": 24000, "channels": 1, "bitrate_kbps": None, "loudness": -16.0,
-    "true_peak_dbtp": -1.0, "subtitles": "vtt", "stream_segments": True,
+    "true_peak_dbtp": -1.0, "subtitles": "vtt", "stream_segments": True, "speed": 0.9, "language": "es",
 }
 
 

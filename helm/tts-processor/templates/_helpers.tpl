@@ -195,8 +195,18 @@ Secret values are only ever referenced through secretKeyRef.
 
 {{/* Environment of the processor container only. */}}
 {{- define "tts-processor.workerEnv" -}}
+- name: INDEX_TTS_FAMILY
+  value: {{ .Values.model.family | quote }}
 - name: INDEX_TTS_MODEL_DIR
   value: {{ .Values.model.dir | quote }}
+{{- with .Values.model.attnBackend }}
+- name: INDEX_TTS_ATTN_BACKEND
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.model.language }}
+- name: INDEX_TTS_LANGUAGE
+  value: {{ . | quote }}
+{{- end }}
 - name: INDEX_TTS_USE_FP16
   value: {{ .Values.model.useFp16 | toString | quote }}
 - name: INDEX_TTS_USE_DEEPSPEED
