@@ -16,20 +16,15 @@ package source:
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import logging
-import math
 import os
-import random
 import re
 import sys
 import tempfile
 import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +34,6 @@ import torch
 
 from processor.audio import encode_wav, speech_like_pcm
 from processor.engine.base import (
-    EMOTION_NAMES,
     Capabilities,
     GenerationSettings,
     LocalAudio,
@@ -49,17 +43,27 @@ from processor.engine.base import (
     SynthesisSpec,
     Synthesized,
 )
+from processor.engine.common import (
+    DEVICE_RE,
+    StageClock,
+    checked_reference,
+    emotion_alpha,
+    emotion_vector,
+    finish_synthesis,
+    interval_silence_ms,
+    place_segment,
+    require_file,
+    sampling_kwargs,
+    seed_everything,
+    segment_pcm,
+    timed,
+    translate_failure,
+)
 from processor.engine.conditioning import ConditioningCache, EmotionConditioning, SpeakerConditioning
 from processor.errors import ErrorCode, TtsError
 
 logger = logging.getLogger(__name__)
 
-# infer_v2's own defaults; applied explicitly so they can be validated and reported.
-UPSTREAM_MAX_MEL_TOKENS = 1500
-DEFAULT_INTERVAL_SILENCE_MS = 200
-# infer_v2 cuts references to 15 s; shorter than this carries too little voice to condition on.
-MIN_REFERENCE_SECONDS = 0.25
-SILENT_PEAK = 1e-4  # ~ -80 dBFS
 # IndexTTS2 reads Chinese and English (detected per request) and has no speed control.
 CAPABILITIES = Capabilities(
     languages=("zh", "en"),
@@ -69,7 +73,6 @@ CAPABILITIES = Capabilities(
     speed_max=1.0,
     streaming=True,
 )
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$")
 _ATTN_BACKENDS = (None, "sdpa", "sage", "flash")
 # The pre-tokeniser spaces out CJK characters; a preview joins them back.
 _CJK = "\u2e80-\ua4cf\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
@@ -104,41 +107,6 @@ def configure_hub(hf_home: str | Path | None, offline: bool | None) -> None:
         logger.info("huggingface_hub was imported before the engine; updated its cache/offline settings")
 
 
-class _StageClock:
-    """Attributes wall time to the stage the model is in; hooks switch stages.
-
-    On CUDA each switch synchronises, otherwise asynchronous kernels would be billed to whichever
-    stage happens to wait for them.
-    """
-
-    def __init__(self, sync: Callable[[], None]) -> None:
-        self._sync = sync
-        self.seconds: dict[str, float] = {}
-        self._stage = "other"
-        self._since = time.perf_counter()
-
-    def reset(self) -> None:
-        self._sync()
-        self.seconds = {}
-        self._stage = "other"
-        self._since = time.perf_counter()
-
-    def switch(self, stage: str) -> str:
-        self._sync()
-        now = time.perf_counter()
-        self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + now - self._since
-        previous, self._stage, self._since = self._stage, stage, now
-        return previous
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        previous = self.switch(name)
-        try:
-            yield
-        finally:
-            self.switch(previous)
-
-
 class _RequestState:
     """Per-request data the model subclass reads (the engine is single-threaded)."""
 
@@ -157,29 +125,13 @@ def _build_model_class() -> type[Any]:
 
         cond_cache: ConditioningCache
         request: _RequestState
-        clock: _StageClock
+        clock: StageClock
 
         def _load_and_cut_audio(
             self, audio_path: str, max_audio_length_seconds: float, verbose: bool = False, sr: int | None = None
         ) -> tuple[torch.Tensor, int]:
-            try:
-                audio, rate = super()._load_and_cut_audio(audio_path, max_audio_length_seconds, verbose, sr)
-            except Exception as exc:  # decoder errors vary by backend (soundfile, audioread, ...)
-                raise TtsError(
-                    ErrorCode.INVALID_REFERENCE_AUDIO,
-                    f"cannot decode reference audio: {type(exc).__name__}: {_short(exc)}",
-                ) from exc
-            samples = int(audio.shape[-1])
-            if samples < MIN_REFERENCE_SECONDS * rate:
-                raise TtsError(
-                    ErrorCode.INVALID_REFERENCE_AUDIO,
-                    f"reference audio too short: {samples / rate:.3f}s < {MIN_REFERENCE_SECONDS}s",
-                )
-            if not bool(torch.isfinite(audio).all()):
-                raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO, "reference audio contains NaN/Inf samples")
-            if float(audio.abs().max()) < SILENT_PEAK:
-                raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO, "reference audio is silent")
-            return audio, int(rate)
+            load = super()._load_and_cut_audio
+            return checked_reference(lambda: load(audio_path, max_audio_length_seconds, verbose, sr))
 
         def _get_speaker_conditioning(self, spk_audio_prompt: str, verbose: bool = False) -> tuple[Any, ...]:
             def compute() -> SpeakerConditioning:
@@ -243,26 +195,6 @@ def _restore_kv_cache(gpt: Any) -> bool:
     return True
 
 
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "cublas_status_alloc_failed" in text or "failed to allocate" in text
-    )
-
-
-def _finite_number(value: float, name: str) -> float:
-    if not math.isfinite(value):
-        raise TtsError(ErrorCode.INVALID_REQUEST, f"{name} must be a finite number")
-    return float(value)
-
-
 class IndexTTS2Engine:
     """The product engine: one IndexTTS2 loaded once, called from one GPU thread."""
 
@@ -297,7 +229,7 @@ class IndexTTS2Engine:
         ``normalize_emotion_vector`` applies the model's ``normalize_emo_vec`` (upstream web UI
         behaviour: per-emotion bias, total capped at 0.8) to explicit emotion vectors.
         """
-        if not _DEVICE_RE.match(device):
+        if not DEVICE_RE.match(device):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N, mps or xpu, not {device!r}")
         if attn_backend not in _ATTN_BACKENDS:
             raise ValueError(f"attn_backend must be one of {_ATTN_BACKENDS}, not {attn_backend!r}")
@@ -331,7 +263,7 @@ class IndexTTS2Engine:
         self._tts: Any = tts
         self._request = _RequestState()
         is_cuda = str(tts.device).startswith("cuda")
-        self._clock = _StageClock(torch.cuda.synchronize if is_cuda else (lambda: None))
+        self._clock = StageClock(torch.cuda.synchronize if is_cuda else (lambda: None))
         tts.cond_cache = self.cache
         tts.request = self._request
         tts.clock = self._clock
@@ -403,17 +335,10 @@ class IndexTTS2Engine:
     def _install_stage_hooks(self) -> None:
         tts, clock, request = self._tts, self._clock, self._request
 
-        def timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                clock.switch(stage)
-                return fn(*args, **kwargs)
-
-            return wrapper
-
         # Each segment runs merge_emovec -> inference_speech -> gpt(...) -> gpt_layer -> ... ->
         # cfm -> bigvgan; switching at the entry points bills everything in between correctly.
-        tts.gpt.merge_emovec = timed("gpt", tts.gpt.merge_emovec)
-        tts.gpt.inference_speech = timed("gpt", tts.gpt.inference_speech)
+        tts.gpt.merge_emovec = timed(clock, "gpt", tts.gpt.merge_emovec)
+        tts.gpt.inference_speech = timed(clock, "gpt", tts.gpt.inference_speech)
 
         def before_s2mel(*_: Any) -> None:
             clock.switch("s2mel")
@@ -455,36 +380,7 @@ class IndexTTS2Engine:
         return tokens
 
     def _generation_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        if settings.top_p is not None:
-            top_p = _finite_number(settings.top_p, "top_p")
-            if not 0.0 < top_p <= 1.0:
-                raise TtsError(ErrorCode.INVALID_REQUEST, "top_p must be within (0, 1]")
-            kwargs["top_p"] = top_p
-        if settings.top_k is not None:
-            if settings.top_k < 0:
-                raise TtsError(ErrorCode.INVALID_REQUEST, "top_k must be >= 0")
-            kwargs["top_k"] = int(settings.top_k)
-        if settings.temperature is not None:
-            temperature = _finite_number(settings.temperature, "temperature")
-            if temperature <= 0.0:
-                raise TtsError(ErrorCode.INVALID_REQUEST, "temperature must be > 0")
-            kwargs["temperature"] = temperature
-        if settings.num_beams is not None:
-            if settings.num_beams < 1:
-                raise TtsError(ErrorCode.INVALID_REQUEST, "num_beams must be >= 1")
-            kwargs["num_beams"] = int(settings.num_beams)
-        if settings.repetition_penalty is not None:
-            penalty = _finite_number(settings.repetition_penalty, "repetition_penalty")
-            if penalty <= 0.0:
-                raise TtsError(ErrorCode.INVALID_REQUEST, "repetition_penalty must be > 0")
-            kwargs["repetition_penalty"] = penalty
-        max_mel = settings.max_mel_tokens
-        if max_mel is None:
-            max_mel = min(UPSTREAM_MAX_MEL_TOKENS, self._max_mel_tokens)
-        if not 1 <= max_mel <= self._max_mel_tokens:
-            raise TtsError(ErrorCode.INVALID_REQUEST, f"max_mel_tokens must be within 1..{self._max_mel_tokens}")
-        kwargs["max_mel_tokens"] = int(max_mel)
+        kwargs = sampling_kwargs(settings, self._max_mel_tokens)
         # The start-of-mel token is no codec code: sampling it would index past the codebook.
         kwargs["suppress_tokens"] = [self._start_mel_token]
         # An immediate stop would give an empty segment, which s2mel cannot render.
@@ -493,24 +389,17 @@ class IndexTTS2Engine:
 
     def _emotion_kwargs(self, spec: SynthesisSpec) -> dict[str, Any]:
         emotion = spec.emotion
-        alpha = _finite_number(emotion.alpha, "emotion alpha")
-        if not 0.0 <= alpha <= 1.0:
-            raise TtsError(ErrorCode.INVALID_REQUEST, "emotion alpha must be within [0, 1]")
+        alpha = emotion_alpha(emotion.alpha)
         if emotion.mode == "same_as_voice":
             return {}
         if emotion.mode == "reference":
             if emotion.audio is None:
                 raise TtsError(ErrorCode.INVALID_REQUEST, "emotion mode 'reference' needs an audio clip")
-            self._require_file(emotion.audio)
+            require_file(emotion.audio)
             self._request.audio_keys[str(emotion.audio.path)] = emotion.audio.sha256
             return {"emo_audio_prompt": str(emotion.audio.path), "emo_alpha": alpha}
         if emotion.mode == "vector":
-            vector = list(emotion.vector or ())
-            if len(vector) != len(EMOTION_NAMES):
-                raise TtsError(ErrorCode.INVALID_REQUEST, f"emotion vector needs {len(EMOTION_NAMES)} values")
-            for name, value in zip(EMOTION_NAMES, vector, strict=True):
-                if not math.isfinite(value) or value < 0.0:
-                    raise TtsError(ErrorCode.INVALID_REQUEST, f"emotion weight {name} must be finite and >= 0")
+            vector = emotion_vector(emotion.vector)
             if self._normalize_emotion_vector:
                 vector = list(self._tts.normalize_emo_vec(vector, apply_bias=True))
             return {"emo_vector": [float(v) for v in vector], "emo_alpha": alpha}
@@ -519,12 +408,6 @@ class IndexTTS2Engine:
             text = emotion.text if emotion.text and emotion.text.strip() else None
             return {"use_emo_text": True, "emo_text": text, "emo_alpha": alpha}
         raise TtsError(ErrorCode.INVALID_REQUEST, f"unknown emotion mode {emotion.mode!r}")
-
-    @staticmethod
-    def _require_file(audio: LocalAudio) -> None:
-        if not Path(audio.path).is_file():
-            # The pipeline downloaded it; vanishing is a local fault, worth a retry.
-            raise TtsError(ErrorCode.ENGINE_ERROR, f"reference file missing: {Path(audio.path).name}", retriable=True)
 
     def _synthesize(self, spec: SynthesisSpec, on_progress: ProgressCallback | None, *, use_cache: bool) -> Synthesized:
         with self._lock:
@@ -543,13 +426,11 @@ class IndexTTS2Engine:
         expected = len(tts.tokenizer.split_segments(tokens, spec.max_text_tokens_per_segment))
         generation = self._generation_kwargs(spec.generation)
         emotion = self._emotion_kwargs(spec)
-        silence_ms = DEFAULT_INTERVAL_SILENCE_MS if spec.interval_silence_ms is None else spec.interval_silence_ms
-        if silence_ms < 0:
-            raise TtsError(ErrorCode.INVALID_REQUEST, "interval_silence_ms must be >= 0")
-        self._require_file(spec.voice)
+        silence_ms = interval_silence_ms(spec.interval_silence_ms)
+        require_file(spec.voice)
         request.audio_keys[str(spec.voice.path)] = spec.voice.sha256
 
-        self._seed(spec.seed)
+        seed_everything(spec.seed)
         self._clock.reset()
         started = time.perf_counter()
         stream = tts.infer_generator(
@@ -586,16 +467,9 @@ class IndexTTS2Engine:
                 if request.vocoded <= len(spans):
                     continue
                 index = len(spans) + 1
-                speech = self._segment_pcm(item, index)
-                count = max(expected, index)
-                # The silence after a segment goes into its own chunk, so the chunks tile the final PCM.
-                # (A segment past the expected count would start with that silence instead.)
-                lead = silence if index > expected else silence[:0]
-                start = position + len(lead)
-                trail = silence if index < count else silence[:0]
-                chunk = np.concatenate((lead, speech, trail))
-                span = Segment(index=index, count=count, text=texts[index - 1] if index <= len(texts) else "",
-                               start_sample=start, end_sample=start + len(speech))
+                speech = segment_pcm(item, index, scale=32767)  # float in [-1, 1], as infer_v2 converts it
+                text = texts[index - 1] if index <= len(texts) else ""
+                chunk, span = place_segment(speech, index, expected, position, silence, text)
                 position += len(chunk)
                 chunks.append(chunk)
                 spans.append(span)
@@ -605,51 +479,14 @@ class IndexTTS2Engine:
         finally:
             stream.close()  # releases the generator's tensors before any clean-up below
         if failure is not None:
-            raise self._translate(failure) from failure
-        self._clock.switch("other")
-        stage_seconds = {k: round(v, 6) for k, v in self._clock.seconds.items() if k != "other"}
-        stage_seconds["total"] = round(time.perf_counter() - started, 6)
-        if not chunks:
-            raise TtsError(ErrorCode.ENGINE_ERROR, "model produced no audio segments")
-        pcm: npt.NDArray[np.int16] = np.concatenate(chunks)
-        if pcm.size == 0 or not pcm.any():
-            raise TtsError(ErrorCode.ENGINE_ERROR, "model produced silence")
-        return Synthesized(pcm=pcm, sample_rate=self.sample_rate, segments=len(spans),
-                           stage_seconds=stage_seconds, spans=tuple(spans))
+            raise translate_failure(failure, "IndexTTS2", self._free_memory, logger) from failure
+        return finish_synthesis(chunks, spans, self._clock, started, self.sample_rate)
 
     def _segment_texts(self, tokens: list[str], max_text_tokens_per_segment: int) -> list[str]:
         tokenizer = self._tts.tokenizer
         segments = tokenizer.split_segments(tokens, max_text_tokens_per_segment)
         # The normalised text each segment speaks (upstream's decode() garbles Latin words).
         return [_CJK_GAP.sub("", str(tokenizer.sp_model.DecodePieces(seg))).strip() for seg in segments]
-
-    @staticmethod
-    def _segment_pcm(wav: torch.Tensor, index: int) -> npt.NDArray[np.int16]:
-        if wav.numel() == 0:
-            raise TtsError(ErrorCode.ENGINE_ERROR, f"segment {index} is empty")
-        if not bool(torch.isfinite(wav).all()):
-            raise TtsError(ErrorCode.ENGINE_ERROR, f"segment {index} contains NaN/Inf samples")
-        # Same conversion as infer_v2's own int16 output; per segment, it equals converting the whole.
-        pcm: npt.NDArray[np.int16] = (
-            (wav.float() * 32767).clamp(-32767, 32767).to(torch.int16).reshape(-1).numpy().copy()
-        )
-        return pcm
-
-    @staticmethod
-    def _seed(seed: int) -> None:
-        seed = int(seed) % (2**63)
-        random.seed(seed)  # infer_v2's use_random draws emotion prototypes from `random`
-        np.random.seed(seed % (2**32))
-        torch.manual_seed(seed)  # CPU and every CUDA device
-
-    def _translate(self, exc: Exception) -> TtsError:
-        if _is_oom(exc):
-            if exc.__traceback__ is not None:
-                traceback.clear_frames(exc.__traceback__)  # frames pin the tensors that filled memory
-            self._free_memory()
-            return TtsError(ErrorCode.OUT_OF_MEMORY, f"out of memory during synthesis: {_short(exc, 200)}")
-        logger.error("IndexTTS2 synthesis failed", exc_info=exc)
-        return TtsError(ErrorCode.ENGINE_ERROR, f"{type(exc).__name__}: {_short(exc)}")
 
     def _free_memory(self) -> None:
         """After an OOM: drop every cached tensor we own so the next request has room."""

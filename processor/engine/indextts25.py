@@ -23,14 +23,10 @@ import gc
 import hashlib
 import importlib.util
 import logging
-import math
-import random
 import re
 import tempfile
 import threading
 import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +35,6 @@ import numpy.typing as npt
 import torch
 
 from processor.engine.base import (
-    EMOTION_NAMES,
     Capabilities,
     GenerationSettings,
     LocalAudio,
@@ -49,18 +44,24 @@ from processor.engine.base import (
     SynthesisSpec,
     Synthesized,
 )
-from processor.engine.indextts2 import (
-    DEFAULT_INTERVAL_SILENCE_MS,
-    MIN_REFERENCE_SECONDS,
-    SILENT_PEAK,
-    UPSTREAM_MAX_MEL_TOKENS,
-    _finite_number,
-    _is_oom,
-    _short,
-    _StageClock,
-    configure_hub,
-    write_harmonic_wav,
+from processor.engine.common import (
+    DEVICE_RE,
+    StageClock,
+    checked_reference,
+    emotion_alpha,
+    emotion_vector,
+    finish_synthesis,
+    finite_number,
+    interval_silence_ms,
+    place_segment,
+    require_file,
+    sampling_kwargs,
+    seed_everything,
+    segment_pcm,
+    timed,
+    translate_failure,
 )
+from processor.engine.indextts2 import configure_hub, write_harmonic_wav
 from processor.errors import ErrorCode, TtsError
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,6 @@ ATTN_BACKENDS = ("sdpa", "flash")
 # Explicit emotion vectors are capped at this total, the rest staying with the voice's own emotion
 # (the package's guidance; IndexTTS2's normalisation uses the same cap).
 EMOTION_VECTOR_CAP = 0.8
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$")
 
 _ARABIC = re.compile(r"[\u0600-\u06ff\u0750-\u077f\ufb50-\ufdff\ufe70-\ufeff]")
 _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
@@ -140,29 +140,13 @@ def _build_model_class() -> type[Any]:
 
     class EngineIndexTTS25(IndexTTS25Model):  # type: ignore[misc]
         request: _RequestState
-        clock: _StageClock
+        clock: StageClock
 
         def _load_and_cut_audio(
             self, audio_path: str, max_audio_length_seconds: float, verbose: bool = False, sr: int | None = None
         ) -> tuple[torch.Tensor, int]:
-            try:
-                audio, rate = super()._load_and_cut_audio(audio_path, max_audio_length_seconds, verbose, sr)
-            except Exception as exc:  # decoder errors vary by backend (soundfile, audioread, ...)
-                raise TtsError(
-                    ErrorCode.INVALID_REFERENCE_AUDIO,
-                    f"cannot decode reference audio: {type(exc).__name__}: {_short(exc)}",
-                ) from exc
-            samples = int(audio.shape[-1])
-            if samples < MIN_REFERENCE_SECONDS * rate:
-                raise TtsError(
-                    ErrorCode.INVALID_REFERENCE_AUDIO,
-                    f"reference audio too short: {samples / rate:.3f}s < {MIN_REFERENCE_SECONDS}s",
-                )
-            if not bool(torch.isfinite(audio).all()):
-                raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO, "reference audio contains NaN/Inf samples")
-            if float(audio.abs().max()) < SILENT_PEAK:
-                raise TtsError(ErrorCode.INVALID_REFERENCE_AUDIO, "reference audio is silent")
-            return audio, int(rate)
+            load = super()._load_and_cut_audio
+            return checked_reference(lambda: load(audio_path, max_audio_length_seconds, verbose, sr))
 
         def _speaker_conditioning(self, path: str, key: Any, verbose: bool = False) -> Any:
             with self.clock.stage("conditioning"):
@@ -217,7 +201,7 @@ class IndexTTS25Engine:
         CAMPPlus, BigVGAN) are cached when ``model_dir`` has no ``hf_cache/``. ``diffusion_steps``:
         the s2mel's Euler steps (``None``: the package's 25); fewer trade quality for latency.
         """
-        if not _DEVICE_RE.match(device):
+        if not DEVICE_RE.match(device):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N, mps or xpu, not {device!r}")
         if attn_backend not in ATTN_BACKENDS:
             raise ValueError(f"IndexTTS-2.5 attn_backend must be one of {ATTN_BACKENDS}, not {attn_backend!r}")
@@ -259,7 +243,7 @@ class IndexTTS25Engine:
         self._tts: Any = tts
         self._request = _RequestState()
         is_cuda = str(tts.device).startswith("cuda")
-        self._clock = _StageClock(torch.cuda.synchronize if is_cuda else (lambda: None))
+        self._clock = StageClock(torch.cuda.synchronize if is_cuda else (lambda: None))
         tts.request = self._request
         tts.clock = self._clock
         self._install_stage_hooks()
@@ -338,17 +322,10 @@ class IndexTTS25Engine:
     def _install_stage_hooks(self) -> None:
         tts, clock = self._tts, self._clock
 
-        def timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                clock.switch(stage)
-                return fn(*args, **kwargs)
-
-            return wrapper
-
         # Per segment: inference_speech (GPT) -> codec decode + length regulator + CFM (s2mel) -> BigVGAN.
-        tts.gpt.merge_emovec = timed("gpt", tts.gpt.merge_emovec)
-        tts.gpt.inference_speech = timed("gpt", tts.gpt.inference_speech)
-        tts.semantic_codec.decode = timed("s2mel", tts.semantic_codec.decode)
+        tts.gpt.merge_emovec = timed(clock, "gpt", tts.gpt.merge_emovec)
+        tts.gpt.inference_speech = timed(clock, "gpt", tts.gpt.inference_speech)
+        tts.semantic_codec.decode = timed(clock, "s2mel", tts.semantic_codec.decode)
 
         def before_vocoder(*_: Any) -> None:
             clock.switch("vocoder")
@@ -386,36 +363,7 @@ class IndexTTS25Engine:
         return segments
 
     def _generation_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        if settings.top_p is not None:
-            top_p = _finite_number(settings.top_p, "top_p")
-            if not 0.0 < top_p <= 1.0:
-                raise TtsError(ErrorCode.INVALID_REQUEST, "top_p must be within (0, 1]")
-            kwargs["top_p"] = top_p
-        if settings.top_k is not None:
-            if settings.top_k < 0:
-                raise TtsError(ErrorCode.INVALID_REQUEST, "top_k must be >= 0")
-            kwargs["top_k"] = int(settings.top_k)
-        if settings.temperature is not None:
-            temperature = _finite_number(settings.temperature, "temperature")
-            if temperature <= 0.0:
-                raise TtsError(ErrorCode.INVALID_REQUEST, "temperature must be > 0")
-            kwargs["temperature"] = temperature
-        if settings.num_beams is not None:
-            if settings.num_beams < 1:
-                raise TtsError(ErrorCode.INVALID_REQUEST, "num_beams must be >= 1")
-            kwargs["num_beams"] = int(settings.num_beams)
-        if settings.repetition_penalty is not None:
-            penalty = _finite_number(settings.repetition_penalty, "repetition_penalty")
-            if penalty <= 0.0:
-                raise TtsError(ErrorCode.INVALID_REQUEST, "repetition_penalty must be > 0")
-            kwargs["repetition_penalty"] = penalty
-        max_mel = settings.max_mel_tokens
-        if max_mel is None:
-            max_mel = min(UPSTREAM_MAX_MEL_TOKENS, self._max_mel_tokens)
-        if not 1 <= max_mel <= self._max_mel_tokens:
-            raise TtsError(ErrorCode.INVALID_REQUEST, f"max_mel_tokens must be within 1..{self._max_mel_tokens}")
-        kwargs["max_mel_tokens"] = int(max_mel)
+        kwargs = sampling_kwargs(settings, self._max_mel_tokens)
         if self._diffusion_steps is not None:
             kwargs["diffusion_steps"] = self._diffusion_steps
         if self._attn_backend == "sdpa":
@@ -427,33 +375,21 @@ class IndexTTS25Engine:
 
     def _emotion_kwargs(self, spec: SynthesisSpec) -> dict[str, Any]:
         emotion = spec.emotion
-        alpha = _finite_number(emotion.alpha, "emotion alpha")
-        if not 0.0 <= alpha <= 1.0:
-            raise TtsError(ErrorCode.INVALID_REQUEST, "emotion alpha must be within [0, 1]")
+        alpha = emotion_alpha(emotion.alpha)
         if emotion.mode == "same_as_voice":
             return {}
         if emotion.mode == "reference":
             if emotion.audio is None:
                 raise TtsError(ErrorCode.INVALID_REQUEST, "emotion mode 'reference' needs an audio clip")
-            self._require_file(emotion.audio)
+            require_file(emotion.audio)
             return {"emo_audio_prompt": str(emotion.audio.path), "emo_alpha": alpha}
         if emotion.mode == "vector":
-            vector = list(emotion.vector or ())
-            if len(vector) != len(EMOTION_NAMES):
-                raise TtsError(ErrorCode.INVALID_REQUEST, f"emotion vector needs {len(EMOTION_NAMES)} values")
-            for name, value in zip(EMOTION_NAMES, vector, strict=True):
-                if not math.isfinite(value) or value < 0.0:
-                    raise TtsError(ErrorCode.INVALID_REQUEST, f"emotion weight {name} must be finite and >= 0")
+            vector = emotion_vector(emotion.vector)
             total = sum(vector)
             if self._normalize_emotion_vector and total > EMOTION_VECTOR_CAP:
                 vector = [v * EMOTION_VECTOR_CAP / total for v in vector]
             return {"emo_vector": [float(v) for v in vector], "emo_alpha": alpha}
         raise TtsError(ErrorCode.UNSUPPORTED_CAPABILITY, f"IndexTTS-2.5 does not support emotion mode {emotion.mode!r}")
-
-    @staticmethod
-    def _require_file(audio: LocalAudio) -> None:
-        if not Path(audio.path).is_file():
-            raise TtsError(ErrorCode.ENGINE_ERROR, f"reference file missing: {Path(audio.path).name}", retriable=True)
 
     def _synthesize(self, spec: SynthesisSpec, on_progress: ProgressCallback | None) -> Synthesized:
         with self._lock:
@@ -463,22 +399,20 @@ class IndexTTS25Engine:
                 self._request.prepared = self._request.segments = None
 
     def _synthesize_locked(self, spec: SynthesisSpec, on_progress: ProgressCallback | None) -> Synthesized:
-        speed = _finite_number(spec.speed, "speed")
+        speed = finite_number(spec.speed, "speed")
         if not SPEED_MIN <= speed <= SPEED_MAX:
             raise TtsError(ErrorCode.INVALID_REQUEST, f"speed must be within [{SPEED_MIN}, {SPEED_MAX}]")
         lang = self.language_for(spec.text, spec.language)
         generation = self._generation_kwargs(spec.generation)
         emotion = self._emotion_kwargs(spec)
-        silence_ms = DEFAULT_INTERVAL_SILENCE_MS if spec.interval_silence_ms is None else spec.interval_silence_ms
-        if silence_ms < 0:
-            raise TtsError(ErrorCode.INVALID_REQUEST, "interval_silence_ms must be >= 0")
-        self._require_file(spec.voice)
+        silence_ms = interval_silence_ms(spec.interval_silence_ms)
+        require_file(spec.voice)
         self._clock.reset()
         started = time.perf_counter()
         segments = self._prepare(spec.text, lang, spec.max_text_tokens_per_segment)
         expected = len(segments)
 
-        self._seed(spec.seed)
+        seed_everything(spec.seed)
         stream = self._tts.infer_generator(
             str(spec.voice.path),
             spec.text,
@@ -514,14 +448,8 @@ class IndexTTS25Engine:
                 if not text:
                     continue  # the package's own pause between segments; ours goes into the chunks
                 index = len(spans) + 1
-                speech = self._segment_pcm(wav, index)
-                count = max(expected, index)
-                lead = silence if index > expected else silence[:0]
-                start = position + len(lead)
-                trail = silence if index < count else silence[:0]
-                chunk = np.concatenate((lead, speech, trail))
-                span = Segment(index=index, count=count, text=str(text).strip(), start_sample=start,
-                               end_sample=start + len(speech))
+                speech = segment_pcm(wav, index)  # the package yields int16-scaled float
+                chunk, span = place_segment(speech, index, expected, position, silence, str(text).strip())
                 position += len(chunk)
                 chunks.append(chunk)
                 spans.append(span)
@@ -530,43 +458,8 @@ class IndexTTS25Engine:
         finally:
             stream.close()
         if failure is not None:
-            raise self._translate(failure) from failure
-        self._clock.switch("other")
-        stage_seconds = {k: round(v, 6) for k, v in self._clock.seconds.items() if k != "other"}
-        stage_seconds["total"] = round(time.perf_counter() - started, 6)
-        if not chunks:
-            raise TtsError(ErrorCode.ENGINE_ERROR, "model produced no audio segments")
-        pcm: npt.NDArray[np.int16] = np.concatenate(chunks)
-        if pcm.size == 0 or not pcm.any():
-            raise TtsError(ErrorCode.ENGINE_ERROR, "model produced silence")
-        return Synthesized(pcm=pcm, sample_rate=self.sample_rate, segments=len(spans),
-                           stage_seconds=stage_seconds, spans=tuple(spans))
-
-    @staticmethod
-    def _segment_pcm(wav: torch.Tensor, index: int) -> npt.NDArray[np.int16]:
-        # The package yields int16-scaled float (clamped to +-32767) per segment.
-        if wav.numel() == 0:
-            raise TtsError(ErrorCode.ENGINE_ERROR, f"segment {index} is empty")
-        if not bool(torch.isfinite(wav).all()):
-            raise TtsError(ErrorCode.ENGINE_ERROR, f"segment {index} contains NaN/Inf samples")
-        pcm: npt.NDArray[np.int16] = wav.float().clamp(-32767, 32767).to(torch.int16).reshape(-1).numpy().copy()
-        return pcm
-
-    @staticmethod
-    def _seed(seed: int) -> None:
-        seed = int(seed) % (2**63)
-        random.seed(seed)  # use_random draws emotion prototypes from `random`
-        np.random.seed(seed % (2**32))
-        torch.manual_seed(seed)
-
-    def _translate(self, exc: Exception) -> TtsError:
-        if _is_oom(exc):
-            if exc.__traceback__ is not None:
-                traceback.clear_frames(exc.__traceback__)
-            self._free_memory()
-            return TtsError(ErrorCode.OUT_OF_MEMORY, f"out of memory during synthesis: {_short(exc, 200)}")
-        logger.error("IndexTTS-2.5 synthesis failed", exc_info=exc)
-        return TtsError(ErrorCode.ENGINE_ERROR, f"{type(exc).__name__}: {_short(exc)}")
+            raise translate_failure(failure, "IndexTTS-2.5", self._free_memory, logger) from failure
+        return finish_synthesis(chunks, spans, self._clock, started, self.sample_rate)
 
     def _free_memory(self) -> None:
         """After an OOM: drop the package's conditioning caches so the next request has room."""

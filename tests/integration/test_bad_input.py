@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -272,11 +271,7 @@ def run(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         r.after = {b: listing(s3, b) for b in (bucket, other)}
         yield r
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
 
 
 def listing(s3: Any, bucket: str) -> dict[str, str]:

@@ -134,11 +134,7 @@ def env(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
-        worker.terminate()
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop(60)
 
 
 @pytest.fixture(scope="module")

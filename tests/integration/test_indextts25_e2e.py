@@ -5,7 +5,6 @@ progress with each segment's text, and refuses what IndexTTS-2.5 cannot do befor
 from __future__ import annotations
 
 import io
-import subprocess
 import wave
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,8 +67,4 @@ def test_indextts25_worker_serves_speed_and_language_and_refuses_emotion_text(
         assert all(0 <= p["start_seconds"] < p["end_seconds"] for p in mine)
         assert not [p for p in progress if p["request_id"] == "emo-text"]
     finally:
-        worker.terminate()
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop(60)

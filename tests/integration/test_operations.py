@@ -138,15 +138,6 @@ def watch_startup(worker: WorkerProcess, timeout: float = 120) -> list[Probe]:
     raise AssertionError(f"worker not ready in {timeout}s:\n{worker.logs()[-4000:]}")
 
 
-def stop(worker: WorkerProcess) -> int | None:
-    worker.terminate()
-    try:
-        return worker.wait(30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        return None
-
-
 @pytest.fixture(scope="module")
 def ops(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
     tmp = tmp_path_factory.mktemp("ops")
@@ -165,7 +156,7 @@ def ops(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
         yield ops
     finally:
         for w in ops.workers:
-            stop(w)
+            w.stop()
         health.close()
 
 
@@ -303,7 +294,7 @@ def test_health_assignment_matches_the_group_through_a_rebalance(ops: Ops, serve
     ra, rb = _reported(ops, a), _reported(ops, b)
     assert ra is not None and rb is not None and not ra & rb
 
-    assert stop(b) == 0
+    assert b.stop() == 0
     stopped = ops.health.wait("B's stopped event", lambda h: [r for r in h.of(b.worker_id) if r["status"] == "stopped"])
     assert stopped[-1]["model"]["loaded"] is True
     ops.health.wait("A owns all four again", lambda h: agrees([a], [4]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,11 +92,7 @@ def run(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         yield Run(stack, topics, prefix, worker, {r["request_id"]: r for r, _ in found},
                   {r["request_id"]: m.timestamp()[1] for r, m in found}, progress)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
 
 
 @pytest.mark.parametrize("rid,fields", CASES, ids=[c[0] for c in CASES])

@@ -89,11 +89,7 @@ def env(request: pytest.FixtureRequest, stack: Any, tmp_path_factory: pytest.Tem
         worker.wait_ready()
         yield Env(stack, topics, bucket, worker, registry_url)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
 
 
 def wav_info(data: bytes) -> tuple[int, float]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -81,11 +80,7 @@ def traced(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tra
         worker.wait_ready()
         yield Traced(stack, topics, prefix, worker)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
 
 
 def test_a_traced_request_yields_result_and_progress_in_its_trace(traced: Traced) -> None:

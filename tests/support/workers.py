@@ -126,6 +126,18 @@ class WorkerProcess:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, wait up to ``timeout`` s for a graceful exit, SIGKILL after that.
+
+        Returns the exit status, or None when the worker had to be killed.
+        """
+        self.terminate()
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
