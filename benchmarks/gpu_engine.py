@@ -365,11 +365,22 @@ def _spec(args: argparse.Namespace, voice: Any, request_id: str) -> Any:
 
 
 def _imported_distributions() -> list[str]:
-    from importlib.metadata import packages_distributions
+    from importlib.metadata import distribution, packages_distributions
 
     mapping = packages_distributions()
-    tops = {name.split(".")[0] for name in list(sys.modules)}
-    return sorted({_norm(d) for top in tops for d in mapping.get(top, [])})
+    modules = list(sys.modules)
+    found: set[str] = set()
+    for top in {name.split(".")[0] for name in modules}:
+        dists = mapping.get(top, [])
+        if len(dists) <= 1:
+            found.update(dists)
+            continue
+        # A namespace package (google.*): only the distributions whose sub-packages were imported.
+        subs = tuple(f"{top}/{name.split('.')[1]}" for name in modules if name.startswith(top + "."))
+        for dist in dists:
+            if any(str(f).startswith(subs) for f in distribution(dist).files or ()):
+                found.add(dist)
+    return sorted({_norm(d) for d in found})
 
 
 def _norm(name: str) -> str:

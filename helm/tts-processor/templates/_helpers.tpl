@@ -131,6 +131,8 @@ Secret values are only ever referenced through secretKeyRef.
   value: {{ .Values.kafka.groupProtocol | quote }}
 - name: KAFKA_STATIC_MEMBERSHIP
   value: {{ .Values.kafka.staticMembership | toString | quote }}
+- name: KAFKA_MAX_MESSAGE_BYTES
+  value: {{ .Values.kafka.maxMessageBytes | int64 | quote }}
 - name: KAFKA_SECURITY_PROTOCOL
   value: {{ .Values.kafka.security.protocol | quote }}
 {{- if include "tts-processor.saslEnabled" . }}
@@ -171,6 +173,18 @@ Secret values are only ever referenced through secretKeyRef.
 - name: S3_ALLOWED_BUCKETS
   value: {{ join "," .Values.s3.allowedBuckets | quote }}
 {{- end }}
+{{- if .Values.s3.outputBuckets }}
+- name: S3_OUTPUT_BUCKETS
+  value: {{ join "," .Values.s3.outputBuckets | quote }}
+{{- end }}
+- name: S3_OUTPUT_PREFIXES
+  value: {{ join "," .Values.s3.outputPrefixes | quote }}
+- name: S3_CONNECT_TIMEOUT_SECONDS
+  value: {{ .Values.s3.connectTimeoutSeconds | quote }}
+- name: S3_READ_TIMEOUT_SECONDS
+  value: {{ .Values.s3.readTimeoutSeconds | quote }}
+- name: S3_CALL_TIMEOUT_SECONDS
+  value: {{ .Values.s3.callTimeoutSeconds | quote }}
 - name: S3_VERIFY_TLS
   value: {{ .Values.s3.verifyTls | toString | quote }}
 {{- if .Values.s3.caSecret }}
@@ -227,6 +241,16 @@ Secret values are only ever referenced through secretKeyRef.
   value: {{ .Values.worker.shutdownGraceSeconds | quote }}
 - name: WORKER_HEALTH_INTERVAL_SECONDS
   value: {{ .Values.worker.healthIntervalSeconds | quote }}
+{{- with .Values.worker.livenessCommitSeconds }}
+- name: WORKER_LIVENESS_COMMIT_SECONDS
+  value: {{ . | quote }}
+{{- end }}
+- name: OTEL_TRACES_EXPORTER
+  value: {{ .Values.tracing.exporter | quote }}
+{{- with .Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
 {{ include "tts-processor.cacheEnv" . }}
 {{- end }}
 
