@@ -445,6 +445,8 @@ def _inflict(stack: Any, pool: list[Worker], proxy: StallProxy, plan: ChaosPlan,
     events.sort()
     hang: tuple[float, float] | None = None  # (started, until) while S3 hangs
     for at, kind in events:
+        if report.unexpected_exits or report.stalls or report.liveness_failures:
+            break  # the run has failed: inflict nothing more, so the figures say what happened
         while (len(watch.seen) < at * plan.requests and not report.unexpected_exits and not report.stalls
                and not report.liveness_failures):
             time.sleep(0.05)
