@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import importlib
 import logging
+import os
 import signal
 import time
 from types import FrameType
@@ -125,4 +126,11 @@ def run_worker(settings: Settings) -> int:
     events_producer.flush(5)
     tracing.shutdown()  # flushes spans still batched for export
     server.shutdown()
+    if code == EXIT_FATAL:
+        # The fatal path is often a transactional call stuck inside librdkafka (#5456/#5511): its thread
+        # never returns, and interpreter shutdown would join it forever (seen in the chaos run: a worker
+        # that had said "exiting" was still alive 36 s later). Leave without joining so the restart that
+        # fences the stuck producer really happens.
+        logging.shutdown()
+        os._exit(code)
     return code

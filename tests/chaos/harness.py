@@ -50,6 +50,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from processor.wire import Codec
+from processor.worker import EXIT_FATAL
 from tests.support.audio import voice_clip
 from tests.support.stall_proxy import StallProxy
 from tests.support.workers import Topics, WorkerProcess, produce, request, worker_env
@@ -76,6 +77,11 @@ class ChaosPlan:
     seed: int = 7
     timeout: float = 900.0
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. {"KAFKA_EXTRA": '{"debug": "eos"}'}
+    # Off by default: every exit the harness did not cause fails the run. On, an exit with the
+    # processor's designed "restart me" code (EXIT_FATAL: a transaction that could neither commit nor
+    # abort in its budget, docs/chaos.md finding 3) is counted in fatal_restarts and restarted as
+    # Kubernetes would; any other exit code, and every delivery check, stays strict.
+    restart_fatal_exits: bool = False
 
     def expected_errors(self) -> dict[str, int]:
         codes = Counter(code for i in range(self.requests) if (code := self.planned_error(i)))
@@ -111,6 +117,7 @@ class ChaosReport:
     sha256_mismatches: int = 0
     orphans: int = 0
     unexpected_exits: list[str] = field(default_factory=list)
+    fatal_restarts: list[str] = field(default_factory=list)  # only with ChaosPlan.restart_fatal_exits
     stalls: int = 0
     max_result_gap_seconds: float = 0.0
     liveness_failures: int = 0
@@ -146,7 +153,8 @@ class ChaosReport:
                 f"s3_hang={self.s3_hang_seconds:.0f}s held={self.s3_connections_held} results={self.results} "
                 f"successes={self.successes} errors={self.errors} dead_letters={self.dead_letters} "
                 f"duplicates={self.duplicates} lost={self.lost} sha256_mismatches={self.sha256_mismatches} "
-                f"orphans={self.orphans} unexpected_exits={len(self.unexpected_exits)} stalls={self.stalls} "
+                f"orphans={self.orphans} unexpected_exits={len(self.unexpected_exits)} "
+                f"fatal_restarts={len(self.fatal_restarts)} stalls={self.stalls} "
                 f"max_gap={self.max_result_gap_seconds:.0f}s liveness_failures={self.liveness_failures} "
                 f"seconds={self.seconds:.0f}")
 
@@ -154,9 +162,10 @@ class ChaosReport:
 class Worker:
     """One worker process under the harness: every exit is either caused by the harness or a failure."""
 
-    def __init__(self, proc: WorkerProcess, report: ChaosReport) -> None:
+    def __init__(self, proc: WorkerProcess, report: ChaosReport, *, restart_fatal: bool = False) -> None:
         self.proc = proc
         self.report = report
+        self.restart_fatal = restart_fatal
         self.lock = threading.Lock()
         self.expect_exit = False  # set before the harness signals the process
         self.crashed = False
@@ -210,8 +219,15 @@ class Worker:
             p = self.proc.proc
             if self.expect_exit or self.crashed or p is None or p.poll() is None:
                 return
-            self.crashed = True
-        self._unexpected(f"exited {p.returncode} on its own")
+            if not (self.restart_fatal and p.returncode == EXIT_FATAL):
+                self.crashed = True
+        if self.crashed:
+            self._unexpected(f"exited {p.returncode} on its own")
+            return
+        tail = self.proc.logs()[-400:].replace("\n", " | ")
+        self.report.fatal_restarts.append(f"{self.name} exited {EXIT_FATAL} (fatal, restarted): ...{tail}")
+        self.start()
+        self.report.calm_since = max(self.report.calm_since, time.monotonic())
 
     def _unexpected(self, what: str) -> None:
         tail = self.proc.logs()[-1500:].replace("\n", "\n    ")
@@ -315,7 +331,8 @@ def run_chaos(stack: Any, tmp: Path, plan: ChaosPlan | None = None) -> ChaosRepo
                      KAFKA_SESSION_TIMEOUT_MS="6000", KAFKA_TRANSACTION_TIMEOUT_MS="15000",
                      WORKER_SHUTDOWN_GRACE_SECONDS="5", WORKER_MAX_ATTEMPTS="10", **plan.extra_env)
     # Stable ids, as a StatefulSet gives: a restarted worker fences its predecessor's open transaction.
-    pool = [Worker(WorkerProcess(env, tmp / f"w{i}.log", worker_id=f"{prefix}-w{i}"), report)
+    pool = [Worker(WorkerProcess(env, tmp / f"w{i}.log", worker_id=f"{prefix}-w{i}"), report,
+                   restart_fatal=plan.restart_fatal_exits)
             for i in range(plan.workers)]
     t_start = time.monotonic()
     done = threading.Event()
