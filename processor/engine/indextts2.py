@@ -34,7 +34,6 @@ import torch
 
 from processor.audio import encode_wav, speech_like_pcm
 from processor.engine.base import (
-    Capabilities,
     GenerationSettings,
     LocalAudio,
     ModelInfo,
@@ -60,19 +59,11 @@ from processor.engine.common import (
     translate_failure,
 )
 from processor.engine.conditioning import ConditioningCache, EmotionConditioning, SpeakerConditioning
+from processor.engine.families import INDEXTTS2 as CAPABILITIES
 from processor.errors import ErrorCode, TtsError
 
 logger = logging.getLogger(__name__)
 
-# IndexTTS2 reads Chinese and English (detected per request) and has no speed control.
-CAPABILITIES = Capabilities(
-    languages=("zh", "en"),
-    detects_language=True,
-    emotion_modes=("same_as_voice", "reference", "vector", "text"),
-    speed_min=1.0,
-    speed_max=1.0,
-    streaming=True,
-)
 _ATTN_BACKENDS = (None, "sdpa", "sage", "flash")
 # The pre-tokeniser spaces out CJK characters; a preview joins them back.
 _CJK = "\u2e80-\ua4cf\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"

@@ -23,7 +23,6 @@ import gc
 import hashlib
 import importlib.util
 import logging
-import re
 import tempfile
 import threading
 import time
@@ -35,7 +34,6 @@ import numpy.typing as npt
 import torch
 
 from processor.engine.base import (
-    Capabilities,
     GenerationSettings,
     LocalAudio,
     ModelInfo,
@@ -61,70 +59,18 @@ from processor.engine.common import (
     timed,
     translate_failure,
 )
+from processor.engine.families import INDEXTTS25 as CAPABILITIES
+from processor.engine.families import SPEED_MAX, SPEED_MIN, detect_language
 from processor.engine.indextts2 import configure_hub, write_harmonic_wav
 from processor.errors import ErrorCode, TtsError
 
 logger = logging.getLogger(__name__)
 
 ENGINE = "indextts2.5"
-SPEED_MIN, SPEED_MAX = 0.5, 2.0  # duration factor; the published model stops speeding up near 0.78
-CAPABILITIES = Capabilities(
-    languages=("zh", "en", "ja", "es", "ar"),
-    detects_language=True,
-    emotion_modes=("same_as_voice", "reference", "vector"),
-    speed_min=SPEED_MIN,
-    speed_max=SPEED_MAX,
-    streaming=True,
-)
 ATTN_BACKENDS = ("sdpa", "flash")
 # Explicit emotion vectors are capped at this total, the rest staying with the voice's own emotion
 # (the package's guidance; IndexTTS2's normalisation uses the same cap).
 EMOTION_VECTOR_CAP = 0.8
-
-_ARABIC = re.compile(r"[\u0600-\u06ff\u0750-\u077f\ufb50-\ufdff\ufe70-\ufeff]")
-_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
-_HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
-_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_SPANISH_MARKS = re.compile(r"[ñÑ¿¡áéíóúÁÉÍÓÚüÜ]")
-_SPANISH_WORDS = frozenset({
-    "el", "la", "los", "las", "un", "una", "unos", "unas", "de", "del", "y", "que", "en", "es", "por", "para",
-    "con", "no", "se", "su", "al", "lo", "como", "más", "pero", "sus", "le", "ya", "o", "este", "esta",
-    "porque", "muy", "sin", "sobre", "también", "hola", "gracias", "buenos", "buenas", "días", "qué", "cómo",
-    "dónde"
-})
-_ENGLISH_WORDS = frozenset({
-    "the", "a", "an", "of", "and", "to", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are",
-    "with", "as", "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "not", "but",
-    "what", "all", "were", "we", "when", "your", "can", "said", "there", "use", "each", "which", "she", "do",
-    "how", "their", "if", "will", "up", "hello"
-})
-
-
-def detect_language(text: str, default: str = "en") -> str:
-    """The text's language among IndexTTS-2.5's five, by script (and, for Latin text, by common words).
-
-    Arabic script -> ar; any kana -> ja; Han without kana -> zh; Latin text -> es when it has Spanish
-    letters or more Spanish than English function words, else en; anything else -> ``default``.
-    """
-    if _ARABIC.search(text):
-        return "ar"
-    if _KANA.search(text):
-        return "ja"
-    if _HAN.search(text):
-        return "zh"
-    if _LATIN.search(text):
-        if _SPANISH_MARKS.search(text):
-            return "es"
-        words = re.findall(r"[a-záéíóúñü]+", text.lower())
-        spanish = sum(w in _SPANISH_WORDS for w in words)
-        english = sum(w in _ENGLISH_WORDS for w in words)
-        if spanish > english:
-            return "es"
-        if english > spanish:
-            return "en"
-        return default if default in ("en", "es") else "en"
-    return default
-
 
 class _RequestState:
     """Per-request data the model subclass reads (the engine is single-threaded)."""

@@ -11,9 +11,7 @@ import pytest
 from devstack.schema_compat import current_schemas, released_schemas
 from processor.capabilities import check_capabilities
 from processor.engine.base import ModelInfo
-from processor.engine.indextts2 import CAPABILITIES as INDEXTTS2
-from processor.engine.indextts25 import CAPABILITIES as INDEXTTS25
-from processor.engine.indextts25 import detect_language
+from processor.engine.families import INDEXTTS2, INDEXTTS25, detect_language
 from processor.errors import ErrorCode, TtsError
 from processor.request import validate_request
 
