@@ -300,9 +300,11 @@ def test_console_end_to_end(env: Env, browser: WebDriver) -> None:
             cells = [c.text for c in d.find_element(By.CSS_SELECTOR, row_css).find_elements(By.TAG_NAME, "td")]
         except (NoSuchElementException, StaleElementReferenceException):
             return None
-        return cells if cells[1] == "ready" and cells[6] == "1 / 0" else None
+        # Lag comes from the worker's periodic health event: wait for one sent after the commit.
+        done = cells[1] == "ready" and cells[6] == "1 / 0" and cells[4].startswith("0 (0), 1 (0)")
+        return cells if done else None
 
-    cells = wait_for(d, worker_cells, 30, "worker row: ready, 1 done")
+    cells = wait_for(d, worker_cells, 60, "worker row: ready, 1 done, no lag")
     model = env.console.api("api/workers")["workers"][0]["model"]
     assert model["model_type"] in cells[3]
     assert cells[4].startswith("0 (0), 1 (0)"), cells[4]  # both request partitions, no lag

@@ -213,7 +213,8 @@ def test_health_events_starting_then_ready_with_model_info(ops: Ops) -> None:
     first = mine[0].record
     assert first["status"] == "starting"
     assert first["model"] == {"loaded": False, "model_type": None, "model_version": None, "device": None,
-                              "precision": None, "load_seconds": None}
+                              "precision": None, "load_seconds": None, "engine": None, "backend": None,
+                              "capabilities": None}
     assert first["assignments"] == [] and first["current_job"] is None
     assert first["counters"] == {"done": 0, "failed": 0, "dead_lettered": 0}
     statuses = [e.record["status"] for e in mine]
@@ -222,8 +223,10 @@ def test_health_events_starting_then_ready_with_model_info(ops: Ops) -> None:
     for e in mine[1:first_ready]:  # model loaded, poll loop running, group not joined yet
         assert e.record["model"]["loaded"] and e.record["reasons"] == ["consumer has not joined the group"]
     ready = mine[first_ready].record
-    assert ready["model"] == {"loaded": True, "model_type": "ToneEngine", "model_version": "test-1",
-                              "device": "cpu", "precision": "fp32", "load_seconds": LOAD_SECONDS}
+    expected = {"loaded": True, "model_type": "ToneEngine", "model_version": "test-1", "device": "cpu",
+                "precision": "fp32", "load_seconds": LOAD_SECONDS}
+    assert {k: ready["model"][k] for k in expected} == expected
+    assert ready["model"]["capabilities"]["emotion_modes"]  # the engine says what it can do (issue 12)
     assert ready["gpu"]["available"] is False and ready["reasons"] == []
     stamps = [e.record["emitted_at"] for e in mine]
     assert all(s is not None for s in stamps) and stamps == sorted(stamps)
