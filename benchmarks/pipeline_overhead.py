@@ -120,7 +120,12 @@ def _status_kb(field: str, pid: str = "self") -> int | None:
 
 
 def _cpu_seconds_of(pid: int | str, tid: int | None = None) -> float | None:
-    """utime + stime of a process (or one of its threads) from /proc, in seconds."""
+    """utime + stime of a process (or one of its threads) from /proc, in seconds. A thread's comes
+    from its schedstat (nanoseconds) where the kernel has it: stat counts in clock ticks (10 ms), too
+    coarse for a thread that spends a few milliseconds per request."""
+    if tid is not None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]) / 1e9
     path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
     try:
         raw = Path(path).read_text()
@@ -235,6 +240,7 @@ def child_main(config_path: Path) -> int:
     deadline = time.monotonic() + float(cfg["timeout"])
     cpu_at_end: dict[str, Any] = {}
     timed_out = False
+    turns = 0  # poll-loop turns (Processor.run_once calls)
 
     def thread_cpu() -> dict[str, float]:
         """CPU seconds per thread, Python threads by name, native ones (librdkafka) by comm."""
@@ -275,10 +281,12 @@ def child_main(config_path: Path) -> int:
             })
         if len(collected) >= expected and not cpu_at_end:
             cpu_at_end.update(snapshot_cpu())  # before shutdown closes the clients and their threads
+            cpu_at_end["turns"] = turns
             processor_ref[0].request_stop()
 
     def on_tick() -> None:
-        nonlocal rss_peak_sampled, last_sample, timed_out
+        nonlocal rss_peak_sampled, last_sample, timed_out, turns
+        turns += 1
         now = time.monotonic()
         if now - last_sample >= 0.1:
             last_sample = now
@@ -315,9 +323,10 @@ def child_main(config_path: Path) -> int:
     out["timed_out"] = timed_out
     end = cpu_at_end or snapshot_cpu()
     out["cpu_seconds"] = end["process"] - cpu_start["process"]
-    out["cpu_threads_seconds"] = {k: round(v - cpu_start["threads"].get(k, 0.0), 3)
+    out["cpu_threads_seconds"] = {k: round(v - cpu_start["threads"].get(k, 0.0), 4)
                                   for k, v in sorted(end["threads"].items(), key=lambda kv: -kv[1])}
     out["cpu_window_seconds"] = end["at"] - cpu_start["at"]
+    out["poll_turns"] = end.get("turns", turns)
     if isinstance(getattr(engine, "held", None), list):
         out["engine_held_seconds"] = engine.held
     out["jobs"] = collected
@@ -362,7 +371,7 @@ def _run_naive(cfg: dict[str, Any], engine: Any, out: dict[str, Any], snapshot_c
     out["timed_out"] = timed_out
     end = cpu_at_end or snapshot_cpu()
     out["cpu_seconds"] = end["process"] - cpu_start["process"]
-    out["cpu_threads_seconds"] = {k: round(v - cpu_start["threads"].get(k, 0.0), 3)
+    out["cpu_threads_seconds"] = {k: round(v - cpu_start["threads"].get(k, 0.0), 4)
                                   for k, v in sorted(end["threads"].items(), key=lambda kv: -kv[1])}
     out["cpu_window_seconds"] = end["at"] - cpu_start["at"]
     out["jobs"] = jobs
@@ -449,7 +458,10 @@ def summarize(variant: Variant, raw: dict[str, Any]) -> dict[str, Any]:
             "processor_cores_mean": round(raw["cpu_seconds"] / raw["cpu_window_seconds"], 3)
             if raw.get("cpu_window_seconds") else None,
             "threads_seconds": raw.get("cpu_threads_seconds", {}),
+            "threads_ms_per_request": {k: round(v * 1000 / len(jobs), 3)
+                                       for k, v in _grouped_threads(raw.get("cpu_threads_seconds", {})).items()},
         },
+        "poll_turns_per_request": round(raw["poll_turns"] / len(jobs), 1) if raw.get("poll_turns") else None,
     })
     # Per-partition offset order is what the commit path guarantees; record that it held.
     by_part: dict[int, list[int]] = {}
@@ -466,6 +478,15 @@ def summarize(variant: Variant, raw: dict[str, Any]) -> dict[str, Any]:
             },
         }
     return res
+
+
+def _grouped_threads(threads: dict[str, float]) -> dict[str, float]:
+    """Per-thread CPU with numbered siblings (tts-s3-0, tts-s3-1, ...) added up under one name."""
+    out: dict[str, float] = {}
+    for name, sec in threads.items():
+        key = re.sub(r"[-_]\d+$", "", name)
+        out[key] = out.get(key, 0.0) + sec
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _result_mark(job: dict[str, Any]) -> float:
@@ -769,6 +790,8 @@ def table(result: dict[str, Any]) -> str:
         ("RSS MB before / peak of run", lambda v: f"{_fmt(v['rss_mb']['before_run'], 0)} / "
                                                    f"{_fmt(v['rss_mb']['peak_run'], 0)}"),
         ("processor CPU ms / request", lambda v: _fmt(v["cpu"]["processor_ms_per_request"])),
+        ("… of it: poll thread ms", lambda v: _fmt(v["cpu"]["threads_ms_per_request"].get("poll (main)"), 2)),
+        ("poll-loop turns / request", lambda v: _fmt(v["poll_turns_per_request"])),
         ("Kafka+S3 JVM CPU s", lambda v: _fmt(sum(v.get("stack_cpu_seconds", {}).values()), 1)),
         ("load avg (1 min) before→after", lambda v: f"{v['loadavg_before'][0]}→{v['loadavg_after'][0]}"),
     ]

@@ -8,22 +8,36 @@ Failures become TtsError codes, decided once here:
 Bucket and key syntax is checked before any call. Every call has a connect, a read and a total time
 budget (S3_*_TIMEOUT_SECONDS), so a storage server that hangs instead of refusing holds no stage for
 longer than that. Messages name bucket/key, never credentials.
+
+How the total budget is kept: a per-read timeout alone is not enough (a server that trickles a byte
+now and then never trips it). Reads (``get_capped``, ``etag``, listings) run on a small pool of
+threads and the caller stops waiting at the budget. Writes, one per result and the hot path, run on
+the caller's own thread, because the hand-off costs more CPU than anything else in a request's
+storage step (two thread wake-ups, ~0.6 ms here): instead ``_Deadlines`` notes which connection each
+write is using, and a watchdog thread shuts down the socket of a write that outlives its budget, so
+its blocked send or receive fails at once. Should a future botocore not let us note connections, a
+write falls back to the pool.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import posixpath
 import queue
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
+from botocore.awsrequest import AWSHTTPConnection, AWSHTTPConnectionPool, AWSHTTPSConnection, AWSHTTPSConnectionPool
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+from urllib3.connection import HTTPConnection
 
 from processor.config import S3Settings
 from processor.errors import ErrorCode, TtsError
@@ -33,6 +47,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 # 4xx answers that do heal: throttling, timeouts, clock skew, credentials about to be refreshed.
@@ -73,6 +88,7 @@ class Storage:
         # trickles bytes slowly enough to never trip the per-read timeout. A call given up on keeps
         # its thread until boto's own timeouts end it; the pool bounds how many such threads exist.
         self._pool = _DaemonPool(8, "tts-s3")
+        self._direct_writes = _note_connections(self.client)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         timeout = self.settings.call_timeout_seconds
@@ -86,9 +102,25 @@ class Storage:
     def put(self, bucket: str, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> None:
         what = f"writing s3://{bucket}/{key[:300]}"
         _check(bucket, key, what)
+
+        def write() -> None:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, Metadata=metadata)
+
+        timeout = self.settings.call_timeout_seconds
         try:
-            self._call(what, lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data,
-                                                            ContentType=content_type, Metadata=metadata))
+            if not self._direct_writes:
+                self._call(what, write)
+                return
+            with DEADLINES.call(timeout) as call:
+                try:
+                    write()
+                except (_OutOfTime, BotoCoreError) as exc:
+                    if not (call.expired or isinstance(exc, _OutOfTime)):
+                        raise
+                # Cut off: whatever the attempt returned is not an answer (a response whose socket
+                # was shut down mid-header can even parse as a 200).
+                if call.expired:
+                    raise TtsError(ErrorCode.STORAGE_ERROR, f"{what}: no answer within {timeout:.0f}s")
         except ClientError as exc:
             raise _classify(exc, what) from None
         except BotoCoreError as exc:
@@ -210,6 +242,112 @@ class _DaemonPool:
                 future.set_result(fn())
             except BaseException as exc:  # handed to the caller, who raises it  # noqa: BLE001
                 future.set_exception(exc)
+
+
+class _OutOfTime(Exception):
+    """Raised when a write past its budget would open or reuse a connection (a botocore retry):
+    deliberately no OSError or BotoCoreError, so neither urllib3 nor botocore retries it."""
+
+
+class _Call:
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.conn: HTTPConnection | None = None  # the connection its current attempt uses
+        self.expired = False
+
+
+class _Deadlines:
+    """Storage writes in flight, by thread, with their deadlines; a watchdog thread (started on first
+    use, ticking while it lives) shuts down the socket of a write past its deadline. Shutting the
+    socket down, rather than closing it, makes a send or receive blocked on it in another thread
+    return at once; the caller's urllib3 then discards the connection."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[int, _Call] = {}
+        self._tick = 1.0
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def call(self, budget: float) -> Iterator[_Call]:
+        me = threading.get_ident()
+        c = _Call(time.monotonic() + budget)
+        with self._lock:
+            # The watchdog cuts a call off at most one tick past its budget.
+            self._tick = min(self._tick, max(0.05, budget / 8))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="tts-s3-deadlines", daemon=True)
+                self._thread.start()
+            self._calls[me] = c
+        try:
+            yield c
+        finally:
+            with self._lock:
+                self._calls.pop(me, None)
+
+    def using(self, conn: HTTPConnection) -> None:
+        """Called by the connection as a write's attempt starts a request on it."""
+        with self._lock:
+            c = self._calls.get(threading.get_ident())
+            if c is None:
+                return
+            if c.expired or time.monotonic() >= c.deadline:
+                c.expired = True
+                raise _OutOfTime
+            c.conn = conn
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self._tick)
+            now = time.monotonic()
+            with self._lock:
+                for c in self._calls.values():
+                    if now >= c.deadline and not c.expired:
+                        c.expired = True
+                        sock = c.conn.sock if c.conn is not None else None
+                        if sock is not None:
+                            with contextlib.suppress(OSError):
+                                sock.shutdown(socket.SHUT_RDWR)
+
+
+DEADLINES = _Deadlines()
+
+
+class _NotedHTTPConnection(AWSHTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        DEADLINES.using(self)
+        return super().request(*args, **kwargs)
+
+
+class _NotedHTTPSConnection(AWSHTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        DEADLINES.using(self)
+        return super().request(*args, **kwargs)
+
+
+class _NotedHTTPConnectionPool(AWSHTTPConnectionPool):
+    ConnectionCls = _NotedHTTPConnection
+
+
+class _NotedHTTPSConnectionPool(AWSHTTPSConnectionPool):
+    ConnectionCls = _NotedHTTPSConnection
+
+
+def _note_connections(client: Any) -> bool:
+    """Make ``client`` open its connections through the classes above, so that ``DEADLINES`` can cut a
+    write off. botocore offers no public hook for this: its HTTP session keeps the pool classes in a
+    dict that it shares with its pool managers, and creates pools from it on first use. False (writes
+    go through the pool of threads instead) when that is not where it used to be, or for a client
+    that is not botocore's (tests pass small fakes)."""
+    classes = getattr(getattr(getattr(client, "_endpoint", None), "http_session", None),
+                      "_pool_classes_by_scheme", None)
+    if not isinstance(classes, dict) or classes.get("http") is not AWSHTTPConnectionPool \
+            or classes.get("https") is not AWSHTTPSConnectionPool:
+        if classes is not None:
+            log.warning("botocore's HTTP session is not as expected: storage writes use the thread pool")
+        return False
+    classes.update(http=_NotedHTTPConnectionPool, https=_NotedHTTPSConnectionPool)
+    return True
 
 
 def _check(bucket: str, key: str, what: str) -> None:

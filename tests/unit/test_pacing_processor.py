@@ -143,3 +143,45 @@ def test_an_early_transaction_commits_with_the_result(tmp_path: Path) -> None:
     r.stop()
     assert r.session.begins == 1 and r.session.aborted_open == 0
     assert [x["request_id"] for x in r.results()] == ["a"]
+
+
+class TwoGates(ToneEngine):
+    """Holds requests whose text names GATE1 or GATE2 until that gate opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates = {name: threading.Event() for name in ("GATE1", "GATE2")}
+        self.holding: set[str] = set()
+
+    def synthesize(self, spec: SynthesisSpec, on_progress: ProgressCallback | None = None) -> Synthesized:
+        for name, gate in self.gates.items():
+            if name in spec.text:
+                self.holding.add(name)
+                assert gate.wait(10)
+        return super().synthesize(spec, on_progress)
+
+
+def test_no_early_transaction_while_the_gpu_has_work(tmp_path: Path) -> None:
+    """Busy, the result's commit costs the GPU nothing: one transactional call instead of two."""
+    engine = TwoGates()
+    r = Rig(tmp_path, engine=engine, clock=Clock())
+    uploading, release = threading.Event(), threading.Event()
+    r.storage.fault = lambda op, key: (uploading.set(), release.wait(10)) if op == "put" and "/a/" in key else None
+    r.submit(["a"], partition=0, text="GATE1 first")
+    r.submit(["b"], partition=0, text="GATE2 on the GPU while a uploads")
+    r.start()
+    try:
+        r.step_until(lambda: "GATE1" in engine.holding and r.processor.ledger.in_flight() == 2)
+        engine.gates["GATE1"].set()
+        r.step_until(lambda: uploading.is_set() and "GATE2" in engine.holding)
+        for _ in range(20):
+            r.processor.run_once()
+        assert r.session.opened is None and r.session.begins == 0
+    finally:
+        release.set()
+        for gate in engine.gates.values():
+            gate.set()
+    r.step_until(lambda: r.committed(0) == 2)
+    r.stop()
+    assert r.session.begins <= 1  # "b", alone at the end, may open one early; "a" never did
+    assert sorted(x["request_id"] for x in r.results()) == ["a", "b"]

@@ -67,7 +67,7 @@ class World:
             self.rig = self._worker()
         elif op == "crash":
             rig.session.crash()
-            rig.processor._halt.set()  # the process is gone: its threads with it
+            rig.processor._halt_stages()  # the process is gone: its threads with it
             self.rig = self._worker()
 
     def outcomes(self) -> Counter[tuple[int, int]]:

@@ -153,3 +153,24 @@ def test_a_storage_server_that_trickles_is_cut_off_by_the_total_budget() -> None
         server.close()
     assert info.value.code is ErrorCode.STORAGE_ERROR and info.value.retriable
     assert 1.4 < took < 3.0  # the per-read timeout (1 s) never fired: every read got a byte in 0.2 s
+
+
+def test_a_write_to_a_storage_server_that_trickles_is_cut_off_by_the_total_budget() -> None:
+    """Writes run on the caller's thread (no hand-off): the deadline watchdog shuts their socket down.
+    Cut off mid-header, the trickled response would even parse as a 200: it must still fail."""
+    server = _SlowServer(gap=0.2)
+    try:
+        s = S3Settings(endpoint_url=f"http://127.0.0.1:{server.port}", access_key_id="k" * 8,
+                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=1,
+                       call_timeout_seconds=1.5)
+        st = Storage(s)
+        assert st._direct_writes  # botocore still lets us note its connections
+        t0 = time.monotonic()
+        with pytest.raises(TtsError) as info:
+            st.put("out", "tts/a.wav", b"x" * 1000, content_type="audio/wav", metadata={})
+        took = time.monotonic() - t0
+    finally:
+        server.close()
+    assert info.value.code is ErrorCode.STORAGE_ERROR and info.value.retriable
+    assert "no answer within" in info.value.message
+    assert 1.4 < took < 3.0  # the per-read timeout (1 s) never fired: every read got a byte in 0.2 s
