@@ -41,6 +41,7 @@ from typing import Any, NoReturn, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from processor import metrics
 from processor.config import KafkaSettings
 from processor.headers import read_headers
 from processor.kafka_io import (
@@ -185,7 +186,12 @@ REPLACEMENT_WINDOW_SECONDS = 600.0
 
 
 class _Replace(Exception):
-    """Raised inside a transactional step: the producer can no longer be trusted; replace it."""
+    """Raised inside a transactional step: the producer can no longer be trusted; replace it.
+    ``reason`` is the metric label: ``abort_timeout`` or ``fatal``."""
+
+    def __init__(self, reason: str, why: str) -> None:
+        super().__init__(why)
+        self.reason = reason
 
 
 class _CallThread:
@@ -427,11 +433,12 @@ class KafkaSession:
         try:
             future.result(timeout=max(0.1, hard_deadline - self.clock()))
         except FutureTimeout:
-            self._replace(gen, f"a transactional call outlived its {self.budget:g}s budget (librdkafka #5456/#5511)")
+            self._replace(gen, "stuck",
+                          f"a transactional call outlived its {self.budget:g}s budget (librdkafka #5456/#5511)")
         except _Replace as exc:
-            self._replace(gen, str(exc))
+            self._replace(gen, exc.reason, str(exc))
 
-    def _replace(self, gen: _Generation, why: str) -> NoReturn:
+    def _replace(self, gen: _Generation, reason: str, why: str) -> NoReturn:
         """Set ``gen``'s producer aside and start a new one with the same transactional.id; the
         caller's transaction counts as aborted (whatever the old producer still does is fenced, or it
         committed before the fencing and the committed offsets read afterwards say so)."""
@@ -441,6 +448,7 @@ class KafkaSession:
             self._fatal = f"{why}; the producer cannot be replaced again"
             raise FatalKafkaError(self._fatal)
         self._replaced_at.append(now)
+        metrics.PRODUCER_REPLACEMENTS.labels(reason).inc()
         log.warning("%s: replacing the transactional producer; nothing is committed or rewound until the "
                     "new one has fenced it", why)
         self._last_error = (now, why)
@@ -556,7 +564,7 @@ class KafkaSession:
             raise FatalKafkaError(f"producer fenced: {err}")  # a twin of this worker is alive: leave
         # Fatal for this producer only (e.g. INVALID_TXN_STATE after a broker restart): a new one
         # with the same transactional.id starts clean.
-        raise _Replace(f"{what}: {err}")
+        raise _Replace("fatal", f"{what}: {err}")
 
     def _left(self, deadline: float) -> float:
         return max(0.1, deadline - self.clock())
@@ -593,6 +601,6 @@ class KafkaSession:
                 if self.clock() >= deadline:
                     # The broker is away longer than the budget: a new producer's init_transactions
                     # settles this transaction whenever the broker is back.
-                    raise _Replace(f"could not abort the transaction in time: {err}") from exc
+                    raise _Replace("abort_timeout", f"could not abort the transaction in time: {err}") from exc
                 time.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, deadline - self.clock())))
                 attempt += 1
