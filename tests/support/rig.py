@@ -73,7 +73,8 @@ def settings(tmp: Path, **worker: Any) -> Settings:
 class Rig:
     def __init__(self, tmp: Path, partitions: int = 2, broker: MemoryBroker | None = None,
                  storage: MemoryStorage | None = None, engine: Any = None,
-                 clock: Callable[[], float] | None = None, **worker: Any) -> None:
+                 clock: Callable[[], float] | None = None, session: MemorySession | None = None,
+                 **worker: Any) -> None:
         self.tmp = tmp
         self.broker = broker or MemoryBroker()
         self.broker.create_topic("req", partitions)
@@ -85,7 +86,7 @@ class Rig:
         self.engine = engine or ToneEngine()
         encoder_problems()  # once per process, as the worker does at start-up, not in a timed step
         self.events = EventSink()
-        self.session: MemorySession = self.broker.session()
+        self.session: MemorySession = session or self.broker.session()
         store = cast(Storage, self.storage)
         self.processor = Processor(
             self.settings, self.engine, store, self.session, self.events, CODECS,

@@ -1,5 +1,6 @@
 """Property-based test of the whole Processor over the in-memory broker: any interleaving of requests
-(good and bad), loop turns, revocations, lost partitions, aborted transactions, failed seeks, drains
+(good and bad), loop turns, revocations, lost partitions, aborted transactions, stuck commits (the
+producer replaced, the stuck transaction later found aborted or committed), failed seeks, drains
 (SIGTERM) and crashes (SIGKILL) keeps the promise. After every step, no committed offset passes a
 request without a committed outcome and no request has two; after a fresh worker settles everything,
 every request has exactly one.
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from tests.support.memory_broker import MemoryBroker
 from tests.support.rig import CODECS, Rig
 
-OPS = ["submit"] * 3 + ["step"] * 3 + ["revoke", "lose", "abort", "seek_fails", "drain", "crash"]
+OPS = ["submit"] * 3 + ["step"] * 3 + ["revoke", "lose", "abort", "stuck", "seek_fails", "drain", "crash"]
 
 
 class World:
@@ -56,6 +57,8 @@ class World:
             self.broker.assign(rig.session, [tp])
         elif op == "abort":
             rig.session.fail_next_commit("abort")
+        elif op == "stuck":
+            rig.session.fail_next_commit("stuck-commits" if n % 2 else "stuck")
         elif op == "seek_fails":
             rig.session.seek_failures = 1 + n % 2
         elif op == "drain":
