@@ -62,6 +62,8 @@ LAG_REFRESH_SECONDS = 1.0
 SEEK_RETRY_SECONDS = 1.0
 # A registry outage pauses intake this long per attempt (the record is redone, not dead-lettered).
 REGISTRY_RETRY_SECONDS = 1.0
+# An idle stage thread looks this often whether it should stop: the longest stop() waits for one.
+STAGE_WAKE_SECONDS = 0.1
 
 
 @dataclass
@@ -153,6 +155,7 @@ class Processor:
         self._stop = threading.Event()  # asked to stop: drain
         self._halt = threading.Event()  # stage threads: exit now
         self._threads: list[threading.Thread] = []
+        self.stage_wake_seconds = STAGE_WAKE_SECONDS
         self.thread_failure: str | None = None
         self._fatal = False
         self.current: Job | None = None  # the job on the GPU, for health
@@ -284,14 +287,14 @@ class Processor:
     def _items(self, q: queue.Queue[Q]) -> Iterator[Q]:
         while not self._halt.is_set():
             try:
-                yield q.get(timeout=0.1)
+                yield q.get(timeout=self.stage_wake_seconds)
             except queue.Empty:
                 continue
 
     def _hand_on(self, q: queue.Queue[Q], item: Q) -> None:
         while not self._halt.is_set():
             try:
-                q.put(item, timeout=0.1)
+                q.put(item, timeout=self.stage_wake_seconds)
                 return
             except queue.Full:
                 continue

@@ -15,12 +15,14 @@ It models what the processor relies on, and nothing more:
   seeks fail, like ``KafkaSession``), then it is aborted ("stuck") or found committed
   ("stuck-commits": the stuck producer's commit reached the broker before the new one fenced it).
 
-tests/unit/test_session_contract.py runs the same checks against this and the real broker.
+The Session contract (tests/support/session_contract.py) runs the same checks against this
+(tests/unit/test_session_contract.py) and the real broker (tests/integration/test_session_contract_kafka.py).
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -36,6 +38,10 @@ from processor.session import (
     TransactionAborted,
     Watermarks,
 )
+
+# The longest an empty poll() sleeps, whatever its timeout: long enough to hand the GIL to the stage
+# threads, short enough that a test never waits on it.
+IDLE_POLL_NAP = 0.001
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,9 @@ class MemorySession:
         ready = [tp for tp in self.assigned if tp not in self.paused
                  and self.positions.get(tp, 0) < len(self.broker.logs.get(tp, []))]
         if not ready:
+            # Kafka's poll blocks while nothing arrives; a test stepping the loop would otherwise spin
+            # and hold the GIL against the stage threads it is waiting for. A short nap stands in.
+            time.sleep(min(timeout, IDLE_POLL_NAP))
             return None
         tp = ready[next(self._rr) % len(ready)]
         offset = self.positions.get(tp, 0)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from processor import pipeline
 from processor.session import TP, FatalKafkaError
 from tests.support.memory_broker import MemoryBroker, MemorySession
 from tests.support.rig import Rig
@@ -70,11 +71,12 @@ def test_an_aborted_transaction_is_redone_without_duplicates(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("kind", ["stuck", "stuck-commits"])
-def test_a_stuck_commit_replaces_the_producer_and_every_request_is_answered_once(tmp_path: Path,
-                                                                                  kind: str) -> None:
+def test_a_stuck_commit_replaces_the_producer_and_every_request_is_answered_once(
+        tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A transactional call stuck in librdkafka: the worker keeps serving through the producer's
     replacement, whether the stuck transaction turns out aborted or committed (its commit reached the
     broker before the new producer fenced it)."""
+    monkeypatch.setattr(pipeline, "SEEK_RETRY_SECONDS", 0.01)  # the seek waits for the replacement: retry soon
     rig = Rig(tmp_path)
     rig.session.fail_next_commit(kind)
     ids = rig.submit(["a", "b", "c"])

@@ -17,9 +17,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from processor import pipeline
 from tests.support.memory_broker import MemoryBroker
 from tests.support.rig import CODECS, Rig
 
@@ -107,7 +109,10 @@ class World:
           suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 3)), min_size=3, max_size=14))
 def test_every_request_ends_with_exactly_one_committed_outcome(steps: list[tuple[str, int]]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    # A partition held after a failed seek is retried after SEEK_RETRY_SECONDS of real time: soon here,
+    # so that retries (and failures again) also fall between the steps, not only in settle().
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "SEEK_RETRY_SECONDS", 0.01)
         world = World(Path(tmp))
         for op, n in steps:
             world.step(op, n)
