@@ -12,23 +12,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from processor.session import FatalKafkaError, KafkaSession, TransactionAborted
+from tests.support.session_contract import Out
 
 TIMED_OUT = KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True)
-
-
-@dataclass(frozen=True)
-class Out:
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
 
 
 class FakeConsumer:
