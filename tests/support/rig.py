@@ -6,6 +6,7 @@ and nothing touches the network: a test runs in milliseconds.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -62,12 +63,19 @@ class EventSink:
         return 0
 
 
+@functools.cache
+def _base_settings() -> Settings:
+    # Reading the environment for every settings group costs ~20 ms; rigs differ only in the cache
+    # directory and the worker settings, so the rest is read once.
+    return Settings(kafka=KafkaSettings(group_id="g", **TOPICS), s3=S3Settings(bucket=BUCKET))
+
+
 def settings(tmp: Path, **worker: Any) -> Settings:
     w = {"id": "w-test", "retry_base_seconds": 0.01, "retry_max_seconds": 0.02, "max_attempts": 3,
          "shutdown_grace_seconds": 5.0, **worker}
-    return Settings(kafka=KafkaSettings(group_id="g", **TOPICS),
-                    s3=S3Settings(bucket=BUCKET, reference_cache_dir=str(tmp / "refs")),
-                    worker=WorkerSettings(**w))
+    base = _base_settings()
+    return base.model_copy(update={"s3": base.s3.model_copy(update={"reference_cache_dir": str(tmp / "refs")}),
+                                   "worker": WorkerSettings(**w)})
 
 
 class Rig:
