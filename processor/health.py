@@ -201,7 +201,9 @@ class HealthReporter:
             log.warning("health event dropped: local queue full")
 
 
-def serve_http(state: WorkerState, host: str, port: int) -> ThreadingHTTPServer:
+def serve_http(state: WorkerState, host: str, port: int, *, poll_interval: float = 0.5) -> ThreadingHTTPServer:
+    """/livez, /readyz and /metrics on a daemon thread; ``shutdown()`` takes up to ``poll_interval``."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -226,5 +228,5 @@ def serve_http(state: WorkerState, host: str, port: int) -> ThreadingHTTPServer:
             return
 
     server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, name="tts-http", daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(poll_interval,), name="tts-http", daemon=True).start()
     return server

@@ -23,6 +23,8 @@ INFLIGHT_AGE = Gauge("tts_inflight_job_age_seconds", "How long the job on the GP
 INFLIGHT_JOBS = Gauge("tts_inflight_jobs", "Requests taken from Kafka and not yet committed.")
 REBALANCES = Counter("tts_rebalances_total", "Partition assignment changes.", ["kind"])
 TRANSACTIONS = Counter("tts_transactions_total", "Kafka transactions by outcome.", ["outcome"])
+PRODUCER_REPLACEMENTS = Counter("tts_producer_replacements_total",
+                                "Transactional producers replaced in place, by reason.", ["reason"])
 RETRIES = Counter("tts_retries_total", "Retried operations after transient errors.", ["stage"])
 SPEAKER_CACHE = Counter("tts_speaker_cache_total", "Conditioning cache lookups.", ["result"])
 GPU_MEMORY = Gauge("tts_gpu_memory_bytes", "GPU memory allocated by this process.", ["kind"])

@@ -62,6 +62,9 @@ LAG_REFRESH_SECONDS = 1.0
 SEEK_RETRY_SECONDS = 1.0
 # A registry outage pauses intake this long per attempt (the record is redone, not dead-lettered).
 REGISTRY_RETRY_SECONDS = 1.0
+# A stage thread waiting for room in the next stage's queue looks this often whether it should stop.
+# (An idle one blocks on its own queue without a timeout; stop() wakes it.)
+STAGE_WAKE_SECONDS = 0.1
 
 
 @dataclass
@@ -154,6 +157,7 @@ class Processor:
         self._stop = threading.Event()  # asked to stop: drain
         self._halt = threading.Event()  # stage threads: exit now
         self._threads: list[threading.Thread] = []
+        self.stage_wake_seconds = STAGE_WAKE_SECONDS
         self.thread_failure: str | None = None
         self._fatal = False
         self.current: Job | None = None  # the job on the GPU, for health
@@ -301,7 +305,7 @@ class Processor:
     def _hand_on(self, q: queue.Queue[Q | None], item: Q) -> None:
         while not self._halt.is_set():
             try:
-                q.put(item, timeout=0.1)
+                q.put(item, timeout=self.stage_wake_seconds)
                 return
             except queue.Full:
                 continue

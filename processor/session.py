@@ -12,12 +12,16 @@ transaction. Every librdkafka error rule lives here and comes out as one of two 
 No call here blocks the poll thread longer than ``budget_seconds`` (kept under liveness and
 ``max.poll.interval.ms``): a broker that does not answer in time aborts the transaction instead.
 The transactional calls run on a thread of their own with a deadline, because librdkafka's own
-timeouts do not always hold: after a broker restart ``send_offsets_to_transaction`` can block for
-good (librdkafka 2.16, upstream issues #5456 / #5511; tests/chaos/test_broker_restart.py). A call
-that outlives its deadline is fatal: the worker exits and its restart fences the stuck producer,
-instead of a poll loop frozen until liveness fails. (Replacing the producer in place would keep the
-worker, but is only safe once nothing is consumed or rewound before the new producer has fenced the
-old one; not done yet.)
+timeouts do not always hold: after a broker restart or a rebalance ``send_offsets_to_transaction``
+can block for good (librdkafka 2.16, upstream issues #5456 / #5511; tests/chaos/test_broker_restart.py).
+A call that outlives its deadline, an abort that cannot finish, or a fatal producer error that is not
+a fencing **replaces the producer in place**: the stuck one is set aside, a new one with the same
+``transactional.id`` runs ``init_transactions``, which fences the old one on the broker (its open
+transaction is aborted, or finished if its commit had already reached the coordinator). Until then the
+session commits nothing and seeks nothing (``seek_to_committed`` reports every partition as not yet
+sought, so the processor takes nothing from them): the committed offsets it then reads are final, and
+no request is redone that the set-aside producer might still commit. Fenced by another instance of
+this worker, or too many replacements in a row: ``FatalKafkaError``.
 
 ``tests/support/memory_broker.py`` implements the same interface in memory; one contract suite
 (tests/unit/test_session_contract.py) runs against both, so the fake cannot drift from Kafka.
@@ -26,15 +30,18 @@ old one; not done yet.)
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from processor import metrics
 from processor.config import KafkaSettings
 from processor.headers import read_headers
 from processor.kafka_io import (
@@ -168,21 +175,91 @@ def _kafka_tps(tps: list[TP]) -> list[TopicPartition]:
     return [TopicPartition(t, p) for t, p in tps]
 
 
+# A producer that says it was fenced has a live twin (same transactional.id): only exiting is safe.
+FENCED_ERRORS = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+                           KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                           KafkaError.CLUSTER_AUTHORIZATION_FAILED})
+# More replacements than this within REPLACEMENT_WINDOW_SECONDS: something is wrong beyond one stuck
+# call; exiting (and the orchestrator's back-off) is the honest answer.
+MAX_REPLACEMENTS = 3
+REPLACEMENT_WINDOW_SECONDS = 600.0
+
+
+class _Replace(Exception):
+    """Raised inside a transactional step: the producer can no longer be trusted; replace it.
+    ``reason`` is the metric label: ``abort_timeout`` or ``fatal``."""
+
+    def __init__(self, reason: str, why: str) -> None:
+        super().__init__(why)
+        self.reason = reason
+
+
+class _CallThread:
+    """One daemon thread running one producer's transactional calls in order. A daemon, and not a
+    ThreadPoolExecutor, because a call librdkafka never returns from must not hold the process at exit
+    (interpreter shutdown joins executor threads)."""
+
+    def __init__(self, name: str) -> None:
+        self._q: queue.SimpleQueue[tuple[Future[None], Callable[..., None], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue())
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, step: Callable[..., None], *args: Any) -> Future[None]:
+        future: Future[None] = Future()
+        self._q.put((future, step, args))
+        return future
+
+    def shutdown(self) -> None:
+        self._q.put(None)
+
+    def _run(self) -> None:
+        while (item := self._q.get()) is not None:
+            future, step, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    step(*args)
+                    future.set_result(None)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller, which classifies it
+                    future.set_exception(exc)
+
+
+class _Generation:
+    """One transactional producer, its call thread and its open transaction. Steps only ever touch the
+    generation they were started with: a set-aside producer's call that returns late cannot reach the
+    producer that replaced it."""
+
+    def __init__(self, producer: Producer, number: int) -> None:
+        self.producer = producer
+        self.number = number
+        self.thread = _CallThread(f"kafka-txn-{number}")
+        self.open: dict[TP, int] | None = None  # the open transaction's offsets already sent (begin)
+
+
 class KafkaSession:
     """``Session`` over confluent-kafka: a manual-offset consumer and a transactional producer."""
 
     def __init__(self, consumer: Consumer, producer: Producer, *, budget_seconds: float = 30.0,
-                 park_in_txn_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 park_in_txn_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 new_producer: Callable[[], Producer] | None = None) -> None:
         self.consumer = consumer
-        self.producer = producer
         self.budget = budget_seconds
         self.park_in_txn_seconds = park_in_txn_seconds
         self.clock = clock
         self._listener: Rebalance | None = None
         self._last_error: tuple[float, str] | None = None
-        self._open: dict[TP, int] | None = None  # the open transaction's offsets already sent (begin)
-        self._txn_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-txn")
-        self._stuck = False
+        self._gen = _Generation(producer, 0)
+        # Builds a producer with the same configuration (transactional.id): without it, no replacement.
+        self._new_producer = new_producer
+        self._replacing: threading.Thread | None = None
+        self._fatal: str | None = None  # set when a replacement failed: every later call is fatal
+        self._replaced_at: list[float] = []
+        # Producers set aside (a call of theirs may never return): kept referenced so that no
+        # destructor blocks on them; the worker leaves with os._exit when there are any.
+        self.set_aside: list[Producer] = []
+
+    @property
+    def producer(self) -> Producer:
+        return self._gen.producer
 
     @classmethod
     def connect(cls, k: KafkaSettings, worker_id: str, *, budget_seconds: float = 30.0,
@@ -194,9 +271,12 @@ class KafkaSession:
             if holder and err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
                 holder[0]._last_error = (time.monotonic(), err.str())
 
-        session = cls(make_consumer(consumer_config(k, worker_id, on_error)),
-                      make_producer(transactional_producer_config(k, worker_id, on_error)),
-                      budget_seconds=budget_seconds, park_in_txn_seconds=park_in_txn_seconds)
+        def new_producer() -> Producer:
+            return make_producer(transactional_producer_config(k, worker_id, on_error))
+
+        session = cls(make_consumer(consumer_config(k, worker_id, on_error)), new_producer(),
+                      budget_seconds=budget_seconds, park_in_txn_seconds=park_in_txn_seconds,
+                      new_producer=new_producer)
         holder.append(session)
         return session
 
@@ -204,24 +284,13 @@ class KafkaSession:
 
     def start(self, topic: str, listener: Rebalance) -> None:
         self._listener = listener
-        # A worker (re)started while the broker is away (a broker restart, a network split) waits
-        # for it, rather than exiting into a crash loop: librdkafka says "retry call to resume".
-        deadline = self.clock() + 5 * self.budget
-        while True:
-            try:
-                self.producer.init_transactions(min(30.0, self.budget))
-                break
-            except KafkaException as exc:
-                err: KafkaError = exc.args[0]
-                if err.fatal() or not err.retriable() or self.clock() >= deadline:
-                    raise FatalKafkaError(f"init_transactions: {err}") from exc
-                log.warning("init_transactions: %s; retrying", err)
-                self._last_error = (self.clock(), str(err))
-                time.sleep(min(1.0, self._left(deadline)))
+        self._init_transactions(self.producer)
         self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
 
     def poll(self, timeout: float) -> Record | None:
+        if self._fatal is not None:  # a replacement failed: this worker can no longer commit
+            raise FatalKafkaError(self._fatal)
         msg: Message | None = self.consumer.poll(timeout)
         if msg is None:
             return None
@@ -274,6 +343,10 @@ class KafkaSession:
     def seek_to_committed(self, tps: list[TP]) -> list[TP]:
         if not tps:
             return []
+        if self.replacing:
+            # Until the new producer has fenced the old one, the committed offsets are not final: the
+            # set-aside producer's transaction may still commit. Redoing from them could duplicate.
+            return list(tps)
         try:
             committed = self.consumer.committed(_kafka_tps(tps), timeout=min(5.0, self.budget))
         except KafkaException as exc:  # e.g. NOT_COORDINATOR right after a broker restart
@@ -321,7 +394,7 @@ class KafkaSession:
         return self._last_error
 
     def close(self) -> None:
-        self._txn_thread.shutdown(wait=False)
+        self._gen.thread.shutdown()
         self.consumer.close()
 
     # ------------------------------------------------------------------ the checkpoint
@@ -331,7 +404,7 @@ class KafkaSession:
         self._call(self._begin, deadline + 0.75 * self.budget, offsets, deadline)
 
     def abort_open(self) -> None:
-        if self._open is not None:
+        if self._gen.open is not None and not self.replacing:
             deadline = self.clock() + self.budget
             self._call(self._abort, deadline + 0.75 * self.budget, deadline)
 
@@ -342,35 +415,97 @@ class KafkaSession:
         # librdkafka a quarter for its own overshoot.
         self._call(self._commit, deadline + 0.75 * self.budget, records, offsets, deadline)
 
+    @property
+    def replacing(self) -> bool:
+        """A new producer is being initialised; nothing commits and nothing is sought until it has."""
+        return self._replacing is not None and self._replacing.is_alive()
+
     def _call(self, step: Callable[..., None], hard_deadline: float, *args: Any) -> None:
-        """Run ``step`` on the transaction thread; a librdkafka call that outlives ``hard_deadline``
-        (it ignored its own timeout) leaves the producer in an unknown state: fatal."""
-        if self._stuck:
-            raise FatalKafkaError("the transactional producer is stuck in an earlier call")
-        future = self._txn_thread.submit(step, *args)
+        """Run ``step`` on the generation's call thread. A librdkafka call that outlives
+        ``hard_deadline`` (it ignored its own timeout) leaves that producer in an unknown state: it is
+        replaced, and the transaction counts as aborted."""
+        if self._fatal is not None:
+            raise FatalKafkaError(self._fatal)
+        if self.replacing:
+            raise TransactionAborted("the transactional producer is being replaced")
+        gen = self._gen
+        future = gen.thread.submit(step, gen, *args)
         try:
             future.result(timeout=max(0.1, hard_deadline - self.clock()))
         except FutureTimeout:
-            self._stuck = True  # later calls (the shutdown's last commit) fail at once
-            raise FatalKafkaError(f"a transactional call outlived its {self.budget:g}s budget "
-                                  "(librdkafka #5456/#5511)") from None
+            self._replace(gen, "stuck",
+                          f"a transactional call outlived its {self.budget:g}s budget (librdkafka #5456/#5511)")
+        except _Replace as exc:
+            self._replace(gen, exc.reason, str(exc))
 
-    def _begin(self, offsets: dict[TP, int], deadline: float) -> None:
+    def _replace(self, gen: _Generation, reason: str, why: str) -> NoReturn:
+        """Set ``gen``'s producer aside and start a new one with the same transactional.id; the
+        caller's transaction counts as aborted (whatever the old producer still does is fenced, or it
+        committed before the fencing and the committed offsets read afterwards say so)."""
+        now = self.clock()
+        self._replaced_at = [t for t in self._replaced_at if now - t < REPLACEMENT_WINDOW_SECONDS]
+        if self._new_producer is None or len(self._replaced_at) >= MAX_REPLACEMENTS:
+            self._fatal = f"{why}; the producer cannot be replaced again"
+            raise FatalKafkaError(self._fatal)
+        self._replaced_at.append(now)
+        metrics.PRODUCER_REPLACEMENTS.labels(reason).inc()
+        log.warning("%s: replacing the transactional producer; nothing is committed or rewound until the "
+                    "new one has fenced it", why)
+        self._last_error = (now, why)
+        gen.thread.shutdown()  # its thread ends after the stuck call, if that ever returns
+        self.set_aside.append(gen.producer)
+        self._replacing = threading.Thread(target=self._start_replacement, args=(gen.number + 1,),
+                                           name="kafka-txn-replace", daemon=True)
+        self._replacing.start()
+        raise TransactionAborted(f"{why}; producer being replaced")
+
+    def _start_replacement(self, number: int) -> None:
+        assert self._new_producer is not None
         try:
-            if self._open is None:
-                self.producer.begin_transaction()
-                self._open = {}
-            self.producer.send_offsets_to_transaction(
+            producer = self._new_producer()
+            self._init_transactions(producer)  # fences the set-aside producer on the broker
+        except (FatalKafkaError, KafkaException) as exc:
+            self._fatal = f"replacing the transactional producer failed: {exc}"
+            log.error("%s", self._fatal)
+            return
+        self._gen = _Generation(producer, number)
+        log.warning("transactional producer replaced (generation %d); the old one is fenced", number)
+
+    def _init_transactions(self, producer: Producer) -> None:
+        # A worker (re)started while the broker is away (a broker restart, a network split) waits
+        # for it, rather than exiting into a crash loop: librdkafka says "retry call to resume".
+        deadline = self.clock() + 5 * self.budget
+        attempt = 0
+        while True:
+            try:
+                producer.init_transactions(min(30.0, self.budget))
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.fatal() or not err.retriable() or self.clock() >= deadline:
+                    raise FatalKafkaError(f"init_transactions: {err}") from exc
+                log.warning("init_transactions: %s; retrying", err)
+                self._last_error = (self.clock(), str(err))
+                time.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, deadline - self.clock())))
+                attempt += 1
+
+    def _begin(self, gen: _Generation, offsets: dict[TP, int], deadline: float) -> None:
+        try:
+            if gen.open is None:
+                gen.producer.begin_transaction()
+                gen.open = {}
+            gen.producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, off) for (t, p), off in offsets.items()],
                 self.consumer.consumer_group_metadata(), self._left(deadline),
             )
-            self._open.update(offsets)
+            gen.open.update(offsets)
         except KafkaException as exc:
-            self._failed(exc, deadline)
+            self._failed(gen, exc, deadline)
 
-    def _commit(self, records: Sequence[OutRecord], offsets: dict[TP, int], deadline: float) -> None:
-        if self._open is not None and any(offsets.get(tp, -1) < off for tp, off in self._open.items()):
-            self._abort(deadline)  # what begin() sent is not covered here: it must not commit
+    def _commit(self, gen: _Generation, records: Sequence[OutRecord], offsets: dict[TP, int],
+                deadline: float) -> None:
+        if gen.open is not None and any(offsets.get(tp, -1) < off for tp, off in gen.open.items()):
+            self._abort(gen, deadline)  # what begin() sent is not covered here: it must not commit
         refused: dict[int, str] = {}
 
         def on_delivery(index: int) -> Callable[[KafkaError | None, Message], None]:
@@ -379,21 +514,22 @@ class KafkaSession:
                     refused[index] = err.str()
             return delivered
 
+        producer = gen.producer
         try:
-            if self._open is None:
-                self.producer.begin_transaction()
-                self._open = {}
+            if gen.open is None:
+                producer.begin_transaction()
+                gen.open = {}
             for i, r in enumerate(records):
                 try:
-                    self.producer.produce(r.topic, r.value, r.key, headers=list(r.headers),
-                                          on_delivery=on_delivery(i))
+                    producer.produce(r.topic, r.value, r.key, headers=list(r.headers),
+                                     on_delivery=on_delivery(i))
                 except KafkaException as exc:  # refused locally, e.g. larger than message.max.bytes
                     if exc.args[0].code() in PERMANENT_PRODUCE_ERRORS:
                         refused[i] = exc.args[0].str()
                     raise
-            rest = {tp: off for tp, off in offsets.items() if self._open.get(tp) != off}
+            rest = {tp: off for tp, off in offsets.items() if gen.open.get(tp) != off}
             if rest:
-                self.producer.send_offsets_to_transaction(
+                producer.send_offsets_to_transaction(
                     [TopicPartition(t, p, off) for (t, p), off in rest.items()],
                     self.consumer.consumer_group_metadata(), self._left(deadline),
                 )
@@ -402,35 +538,42 @@ class KafkaSession:
                 # can kill the worker between send_offsets_to_transaction and commit_transaction.
                 log.warning("test hook: parked inside a transaction for %.1fs", self.park_in_txn_seconds)
                 time.sleep(self.park_in_txn_seconds)
-            self._commit_transaction(deadline)
-            self._open = None
+            self._commit_transaction(gen, deadline)
+            gen.open = None
         except KafkaException as exc:
-            self._failed(exc, deadline, refused, served=bool(records))
+            self._failed(gen, exc, deadline, refused, served=bool(records))
         except BufferError as exc:  # the local produce queue is full: nothing sent is committed
-            self._abort(deadline)
+            self._abort(gen, deadline)
             raise TransactionAborted(f"local produce queue full: {exc}") from exc
 
-    def _failed(self, exc: KafkaException, deadline: float, refused: dict[int, str] | None = None,
-                *, served: bool = False) -> NoReturn:
+    def _failed(self, gen: _Generation, exc: KafkaException, deadline: float,
+                refused: dict[int, str] | None = None, *, served: bool = False) -> NoReturn:
         err: KafkaError = exc.args[0]
         if err.fatal():
-            raise FatalKafkaError(f"producer fenced or fatal: {err}") from exc
+            self._fatal_or_replace(err, "producer fatal")
         self._last_error = (self.clock(), str(err))
-        self._abort(deadline)
+        self._abort(gen, deadline)
         if served:
-            self.producer.poll(0)  # serve delivery reports still queued: they say which record failed
+            gen.producer.poll(0)  # serve delivery reports still queued: they say which record failed
         if refused:
             raise OutcomeRefused(refused) from exc
         raise TransactionAborted(str(err)) from exc
 
+    def _fatal_or_replace(self, err: KafkaError, what: str) -> NoReturn:
+        if err.code() in FENCED_ERRORS:
+            raise FatalKafkaError(f"producer fenced: {err}")  # a twin of this worker is alive: leave
+        # Fatal for this producer only (e.g. INVALID_TXN_STATE after a broker restart): a new one
+        # with the same transactional.id starts clean.
+        raise _Replace("fatal", f"{what}: {err}")
+
     def _left(self, deadline: float) -> float:
         return max(0.1, deadline - self.clock())
 
-    def _commit_transaction(self, deadline: float) -> None:
+    def _commit_transaction(self, gen: _Generation, deadline: float) -> None:
         attempt = 0
         while True:
             try:
-                self.producer.commit_transaction(self._left(deadline))
+                gen.producer.commit_transaction(self._left(deadline))
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
@@ -438,24 +581,26 @@ class KafkaSession:
                 # abort rather than keep the poll loop away from liveness and max.poll.interval.ms.
                 if not err.retriable() or err.txn_requires_abort() or self.clock() >= deadline:
                     raise
-                time.sleep(min(1.0, 0.05 * 2**attempt, self._left(deadline)))
+                time.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, deadline - self.clock())))
                 attempt += 1
 
-    def _abort(self, deadline: float) -> None:
-        self._open = None
+    def _abort(self, gen: _Generation, deadline: float) -> None:
+        gen.open = None
         attempt = 0
         # Aborting needs the broker too; give it a budget of its own so a commit that used up its
         # budget can still be rolled back.
         deadline = max(deadline, self.clock() + self.budget / 2)
         while True:
             try:
-                self.producer.abort_transaction(self._left(deadline))
+                gen.producer.abort_transaction(self._left(deadline))
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 if err.fatal():
-                    raise FatalKafkaError(f"producer fatal during abort: {err}") from exc
+                    self._fatal_or_replace(err, "producer fatal during abort")
                 if self.clock() >= deadline:
-                    raise FatalKafkaError(f"could not abort the transaction in time: {err}") from exc
-                time.sleep(min(1.0, 0.05 * 2**attempt, self._left(deadline)))
+                    # The broker is away longer than the budget: a new producer's init_transactions
+                    # settles this transaction whenever the broker is back.
+                    raise _Replace("abort_timeout", f"could not abort the transaction in time: {err}") from exc
+                time.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, deadline - self.clock())))
                 attempt += 1

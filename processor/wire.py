@@ -64,7 +64,7 @@ def schema_fingerprint(schema: dict[str, Any]) -> bytes:
 class SchemaRegistry:
     """The few registry calls we need, through confluent-kafka's client (cached per id/subject)."""
 
-    def __init__(self, url: str, config: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, config: dict[str, Any] | None = None) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
         # new_client also understands mock:// URLs (an in-process registry, for tests and demos).

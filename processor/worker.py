@@ -126,11 +126,12 @@ def run_worker(settings: Settings) -> int:
     events_producer.flush(5)
     tracing.shutdown()  # flushes spans still batched for export
     server.shutdown()
-    if code == EXIT_FATAL:
+    if code == EXIT_FATAL or session.set_aside:
         # The fatal path is often a transactional call stuck inside librdkafka (#5456/#5511): its thread
         # never returns, and interpreter shutdown would join it forever (seen in the chaos run: a worker
         # that had said "exiting" was still alive 36 s later). Leave without joining so the restart that
-        # fences the stuck producer really happens.
+        # fences the stuck producer really happens. A producer set aside by a replacement may still
+        # be stuck the same way: its destructor must never run.
         logging.shutdown()
         os._exit(code)
     return code

@@ -1,6 +1,6 @@
 """Defect 3 on the real broker: a partition the processor paused (intake full) is revoked by a
 rebalance and comes back. librdkafka keeps the pause on the partition across revoke and re-assign
-(tests/unit/test_session_contract.py shows it on this broker), so unless the processor resumes at
+(tests/integration/test_session_contract_kafka.py shows it on this broker), so unless the processor resumes at
 every assignment change, that partition never delivers again. The stall guard is no cure (a seek
 does not clear a pause); it is now a counted resume, and this test needs it never to fire.
 """

@@ -10,14 +10,19 @@ It models what the processor relies on, and nothing more:
   offsets for a partition the session does not hold are fenced (the transaction aborts);
 - topic size limits (``max_record_bytes``): a larger record fails its transaction for good;
 - injected faults: the next commit aborts or is fatal, a seek fails, a session crashes (it vanishes
-  without callbacks, its uncommitted work is simply gone).
+  without callbacks, its uncommitted work is simply gone), or a commit gets stuck: its transaction is
+  in doubt while the producer is replaced (``REPLACE_POLLS`` polls, during which commits abort and
+  seeks fail, like ``KafkaSession``), then it is aborted ("stuck") or found committed
+  ("stuck-commits": the stuck producer's commit reached the broker before the new one fenced it).
 
-tests/unit/test_session_contract.py runs the same checks against this and the real broker.
+The Session contract (tests/support/session_contract.py) runs the same checks against this
+(tests/unit/test_session_contract.py) and the real broker (tests/integration/test_session_contract_kafka.py).
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -34,12 +39,20 @@ from processor.session import (
     Watermarks,
 )
 
+# The longest an empty poll() sleeps, whatever its timeout: long enough to hand the GIL to the stage
+# threads, short enough that a test never waits on it.
+IDLE_POLL_NAP = 0.001
+
 
 @dataclass(frozen=True)
 class Stored:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+
+
+# How many polls a producer replacement takes in the memory session.
+REPLACE_POLLS = 3
 
 
 class Crashed(Exception):
@@ -109,7 +122,11 @@ class MemorySession:
         self.assigned: list[TP] = []
         self.positions: dict[TP, int] = {}
         self.paused: set[TP] = set()
-        self.faults: deque[str] = deque()  # "abort" | "fatal" for the next commits
+        self.faults: deque[str] = deque()  # "abort" | "fatal" | "stuck" | "stuck-commits" for the next commits
+        self.replacing = 0  # polls until the producer replacement after a stuck commit is done
+        # The stuck transaction: its records and offsets, and whether it turns out committed.
+        self.in_doubt: tuple[list[OutRecord], dict[TP, int], bool] | None = None
+        self.replacements = 0
         self.seek_failures = 0
         self.crashed = False
         self.closed = False
@@ -123,11 +140,22 @@ class MemorySession:
     # ------------------------------------------------------------------ faults
 
     def fail_next_commit(self, kind: str = "abort") -> None:
-        assert kind in ("abort", "fatal")
+        assert kind in ("abort", "fatal", "stuck", "stuck-commits")
         self.faults.append(kind)
+
+    def _replaced(self) -> None:
+        """The new producer has fenced the stuck one: the transaction in doubt ends one way or the
+        other (committed only if this member still held its partitions when it reached the broker)."""
+        assert self.in_doubt is not None
+        records, offsets, commits = self.in_doubt
+        self.in_doubt = None
+        if commits and all(self.broker.owner.get(tp) is self for tp in offsets):
+            self._write(records, offsets)
 
     def crash(self) -> None:
         """Like SIGKILL: the session is gone; its partitions are free for another session."""
+        if self.in_doubt is not None:
+            self._replaced()  # a stuck commit that had reached the broker stays committed
         self.crashed = True
         for tp, owner in list(self.broker.owner.items()):
             if owner is self:
@@ -149,10 +177,17 @@ class MemorySession:
 
     def poll(self, timeout: float) -> Record | None:
         self._alive()
+        if self.replacing:
+            self.replacing -= 1
+            if not self.replacing:
+                self._replaced()
         self._deliver_events()
         ready = [tp for tp in self.assigned if tp not in self.paused
                  and self.positions.get(tp, 0) < len(self.broker.logs.get(tp, []))]
         if not ready:
+            # Kafka's poll blocks while nothing arrives; a test stepping the loop would otherwise spin
+            # and hold the GIL against the stage threads it is waiting for. A short nap stands in.
+            time.sleep(min(timeout, IDLE_POLL_NAP))
             return None
         tp = ready[next(self._rr) % len(ready)]
         offset = self.positions.get(tp, 0)
@@ -193,6 +228,8 @@ class MemorySession:
 
     def seek_to_committed(self, tps: list[TP]) -> list[TP]:
         self._alive()
+        if self.replacing:  # the committed offsets are not final until the stuck producer is fenced
+            return list(tps)
         if self.seek_failures > 0:
             self.seek_failures -= 1
             return list(tps)
@@ -206,6 +243,8 @@ class MemorySession:
 
     def begin(self, offsets: dict[TP, int]) -> None:
         self._alive()
+        if self.replacing:
+            raise TransactionAborted("the transactional producer is being replaced")
         for tp in offsets:
             if self.broker.owner.get(tp) is not self:
                 self.opened = None
@@ -221,6 +260,8 @@ class MemorySession:
 
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         self._alive()
+        if self.replacing:
+            raise TransactionAborted("the transactional producer is being replaced")
         if self.opened is not None and any(offsets.get(tp, -1) < off for tp, off in self.opened.items()):
             self.abort_open()
         self.opened = None
@@ -233,6 +274,11 @@ class MemorySession:
             if kind == "fatal":
                 self.fenced = True  # like librdkafka: a fatal producer error is for good
                 raise FatalKafkaError("injected: producer fenced")
+            if kind.startswith("stuck"):
+                self.in_doubt = (list(records), dict(offsets), kind == "stuck-commits")
+                self.replacing = REPLACE_POLLS
+                self.replacements += 1
+                raise TransactionAborted("injected: a call outlived its budget; producer being replaced")
             raise TransactionAborted("injected abort")
         for tp in offsets:
             if self.broker.owner.get(tp) is not self:
@@ -242,6 +288,9 @@ class MemorySession:
                    > self.broker.max_record_bytes.get(r.topic, 1 << 62)}
         if refused:
             raise OutcomeRefused(refused)
+        self._write(records, offsets)
+
+    def _write(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         for r in records:
             partition = zlib.crc32(r.key) % max(1, len(self.broker.partitions(r.topic))) if r.key else 0
             self.broker.produce(r.topic, partition, r.value, r.key, list(r.headers))
@@ -263,6 +312,8 @@ class MemorySession:
         self._alive()
         if self.closed:
             return
+        if self.in_doubt is not None:
+            self._replaced()
         self.closed = True
         if self.assigned and self.listener is not None:
             self.listener.on_revoke(list(self.assigned))

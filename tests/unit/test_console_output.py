@@ -3,12 +3,14 @@ fields, progress events become a timeline with playable pieces, results name the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from processor.config import Settings
 from processor.console.backend import Backend, ConsoleError
+from processor.storage import Storage
+from tests.support.memory_storage import MemoryStorage
 
 PIECE = {"uri": "s3://b/tts/r/segment-0001/x.opus", "bucket": "b", "key": "tts/r/segment-0001/x.opus",
          "sha256": "x", "size_bytes": 10, "content_type": "audio/ogg", "offset_seconds": 0.0, "duration_seconds": 1.2}
@@ -16,7 +18,8 @@ PIECE = {"uri": "s3://b/tts/r/segment-0001/x.opus", "bucket": "b", "key": "tts/r
 
 @pytest.fixture
 def backend() -> Backend:
-    return Backend(Settings())
+    # Nothing here reaches S3: the in-memory store spares each test building a boto3 client.
+    return Backend(Settings(), storage=cast(Storage, MemoryStorage()))
 
 
 def test_form_output_options_become_request_fields(backend: Backend) -> None:

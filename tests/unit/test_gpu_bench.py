@@ -48,7 +48,7 @@ def test_package_check_flags_what_neither_the_image_nor_the_wheels_provide() -> 
 
 def test_protocol_lines_are_found_among_other_output() -> None:
     script = (
-        "import sys, time; print('noise'); sys.stdout.flush(); time.sleep(0.2);"
+        "import sys, time; print('noise'); sys.stdout.flush(); time.sleep(0.05);"
         f"print({gpu_engine.PROTOCOL!r} + '{{\"kind\": \"ready\"}}'); print('more')"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)

@@ -245,7 +245,7 @@ def test_gpu_record_never_imports_torch(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.fixture
 def http() -> Iterator[tuple[WorkerState, SimpleNamespace, str]]:
     state = WorkerState(stall_seconds=5, job_timeout_seconds=10)
-    server = serve_http(state, "127.0.0.1", 0)
+    server = serve_http(state, "127.0.0.1", 0, poll_interval=0.01)  # so the teardown's shutdown() is quick
     try:
         yield state, fake_processor(time.monotonic()), f"http://127.0.0.1:{server.server_address[1]}"
     finally:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from processor.session import FatalKafkaError
+from processor import pipeline
+from processor.session import TP, FatalKafkaError
+from tests.support.memory_broker import MemoryBroker, MemorySession
 from tests.support.rig import Rig
 
 
@@ -66,6 +68,55 @@ def test_an_aborted_transaction_is_redone_without_duplicates(tmp_path: Path) -> 
     rig.step_until(lambda: rig.committed(0) == 3)
     rig.stop()
     assert rig.answered() == {i: 1 for i in ids}
+
+
+def settled(rig: Rig, n: int) -> bool:
+    """All ``n`` requests of partition 0 committed, every record taken, and nothing taken still waiting
+    for a commit. Committed offsets alone can reach ``n`` while redone work is under way (a stuck
+    transaction that covered all of them turns out committed): what that work does next counts too."""
+    return (rig.committed(0) == n and rig.session.positions.get(("req", 0)) == n
+            and not any(rig.processor.ledger.entries.values()))
+
+
+@pytest.mark.parametrize("kind", ["stuck", "stuck-commits"])
+def test_a_stuck_commit_replaces_the_producer_and_every_request_is_answered_once(
+        tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transactional call stuck in librdkafka: the worker keeps serving through the producer's
+    replacement, whether the stuck transaction turns out aborted or committed (its commit reached the
+    broker before the new producer fenced it)."""
+    monkeypatch.setattr(pipeline, "SEEK_RETRY_SECONDS", 0.01)  # the seek waits for the replacement: retry soon
+    rig = Rig(tmp_path)
+    rig.session.fail_next_commit(kind)
+    ids = rig.submit(["a", "b", "c"])
+    rig.start()
+    rig.step_until(lambda: settled(rig, 3))
+    rig.stop()
+    assert rig.session.replacements == 1
+    assert rig.answered() == {i: 1 for i in ids}
+
+
+class SeeksAtOnce(MemorySession):
+    """The design that was tried and not landed: rewinding while the stuck producer is not fenced yet."""
+
+    def seek_to_committed(self, tps: list[TP]) -> list[TP]:
+        replacing, self.replacing = self.replacing, 0
+        try:
+            return super().seek_to_committed(tps)
+        finally:
+            self.replacing = replacing
+
+
+def test_rewinding_before_the_stuck_producer_is_fenced_would_answer_twice(tmp_path: Path) -> None:
+    """Why ``seek_to_committed`` waits for the replacement: redoing from offsets that the stuck
+    transaction then commits answers the same request twice (3 duplicates in a chaos run)."""
+    broker = MemoryBroker()
+    rig = Rig(tmp_path, broker=broker, session=SeeksAtOnce(broker))
+    rig.session.fail_next_commit("stuck-commits")
+    ids = rig.submit(["a", "b", "c"])
+    rig.start()
+    rig.step_until(lambda: settled(rig, 3))
+    rig.stop()
+    assert max(rig.answered().values()) > 1 and set(rig.answered()) == set(ids)
 
 
 def test_a_fatal_commit_error_stops_the_loop(tmp_path: Path) -> None:

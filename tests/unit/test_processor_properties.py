@@ -1,5 +1,6 @@
 """Property-based test of the whole Processor over the in-memory broker: any interleaving of requests
-(good and bad), loop turns, revocations, lost partitions, aborted transactions, failed seeks, drains
+(good and bad), loop turns, revocations, lost partitions, aborted transactions, stuck commits (the
+producer replaced, the stuck transaction later found aborted or committed), failed seeks, drains
 (SIGTERM) and crashes (SIGKILL) keeps the promise. After every step, no committed offset passes a
 request without a committed outcome and no request has two; after a fresh worker settles everything,
 every request has exactly one.
@@ -16,13 +17,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from processor import pipeline
 from tests.support.memory_broker import MemoryBroker
 from tests.support.rig import CODECS, Rig
 
-OPS = ["submit"] * 3 + ["step"] * 3 + ["revoke", "lose", "abort", "seek_fails", "drain", "crash"]
+OPS = ["submit"] * 3 + ["step"] * 3 + ["revoke", "lose", "abort", "stuck", "seek_fails", "drain", "crash"]
 
 
 class World:
@@ -56,6 +59,8 @@ class World:
             self.broker.assign(rig.session, [tp])
         elif op == "abort":
             rig.session.fail_next_commit("abort")
+        elif op == "stuck":
+            rig.session.fail_next_commit("stuck-commits" if n % 2 else "stuck")
         elif op == "seek_fails":
             rig.session.seek_failures = 1 + n % 2
         elif op == "drain":
@@ -104,7 +109,10 @@ class World:
           suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 3)), min_size=3, max_size=14))
 def test_every_request_ends_with_exactly_one_committed_outcome(steps: list[tuple[str, int]]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    # A partition held after a failed seek is retried after SEEK_RETRY_SECONDS of real time: soon here,
+    # so that retries (and failures again) also fall between the steps, not only in settle().
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "SEEK_RETRY_SECONDS", 0.01)
         world = World(Path(tmp))
         for op, n in steps:
             world.step(op, n)

@@ -4,8 +4,9 @@ bad-input corpus (tests/integration/test_bad_input.py) sends the same keys to th
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.stub import Stubber
@@ -14,11 +15,20 @@ from processor.config import S3Settings
 from processor.errors import ErrorCode, TtsError
 from processor.storage import Storage, s3_client
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
-def storage(**settings: Any) -> tuple[Storage, Stubber]:
-    s = S3Settings(endpoint_url="http://127.0.0.1:9", access_key_id="k" * 8, secret_access_key="s" * 16,
-                   **settings)
-    client = s3_client(s)
+
+@functools.cache
+def _client() -> tuple[S3Settings, S3Client]:
+    # Built once (a boto3 client takes ~0.1 s to load its service model); every test gets its own
+    # Stubber on it, active only inside the test's ``with stub``.
+    s = S3Settings(endpoint_url="http://127.0.0.1:9", access_key_id="k" * 8, secret_access_key="s" * 16)
+    return s, s3_client(s)
+
+
+def storage() -> tuple[Storage, Stubber]:
+    s, client = _client()
     return Storage(s, client), Stubber(client)
 
 
@@ -82,7 +92,7 @@ class _Hanging:
 
 
 def test_every_call_has_a_total_time_budget() -> None:
-    s = S3Settings(call_timeout_seconds=0.3)
+    s = S3Settings(call_timeout_seconds=0.1)
     st = Storage(s, _Hanging())  # type: ignore[arg-type]
     t0 = time.monotonic()
     with pytest.raises(TtsError) as info:
@@ -139,11 +149,11 @@ class _SlowServer:
 
 
 def test_a_storage_server_that_trickles_is_cut_off_by_the_total_budget() -> None:
-    server = _SlowServer(gap=0.2)
+    server = _SlowServer(gap=0.03)
     try:
         s = S3Settings(endpoint_url=f"http://127.0.0.1:{server.port}", access_key_id="k" * 8,
-                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=1,
-                       call_timeout_seconds=1.5)
+                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=0.4,
+                       call_timeout_seconds=0.6)
         st = Storage(s)
         t0 = time.monotonic()
         with pytest.raises(TtsError) as info:
@@ -152,17 +162,18 @@ def test_a_storage_server_that_trickles_is_cut_off_by_the_total_budget() -> None
     finally:
         server.close()
     assert info.value.code is ErrorCode.STORAGE_ERROR and info.value.retriable
-    assert 1.4 < took < 3.0  # the per-read timeout (1 s) never fired: every read got a byte in 0.2 s
+    assert 0.55 < took < 1.2  # the per-read timeout (0.4 s) never fired: every read got a byte in 0.03 s
+
 
 
 def test_a_write_to_a_storage_server_that_trickles_is_cut_off_by_the_total_budget() -> None:
     """Writes run on the caller's thread (no hand-off): the deadline watchdog shuts their socket down.
     Cut off mid-header, the trickled response would even parse as a 200: it must still fail."""
-    server = _SlowServer(gap=0.2)
+    server = _SlowServer(gap=0.03)
     try:
         s = S3Settings(endpoint_url=f"http://127.0.0.1:{server.port}", access_key_id="k" * 8,
-                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=1,
-                       call_timeout_seconds=1.5)
+                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=0.4,
+                       call_timeout_seconds=0.6)
         st = Storage(s)
         assert st._direct_writes  # botocore still lets us note its connections
         t0 = time.monotonic()
@@ -173,4 +184,4 @@ def test_a_write_to_a_storage_server_that_trickles_is_cut_off_by_the_total_budge
         server.close()
     assert info.value.code is ErrorCode.STORAGE_ERROR and info.value.retriable
     assert "no answer within" in info.value.message
-    assert 1.4 < took < 3.0  # the per-read timeout (1 s) never fired: every read got a byte in 0.2 s
+    assert 0.55 < took < 1.2  # the per-read timeout (0.4 s) never fired: every read got a byte in 0.03 s

@@ -4,11 +4,11 @@ The bad-input corpus (tests/integration/test_bad_input.py) checks the same again
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+from processor.health import WorkerState
 from processor.request import outcome_id
-from tests.support.rig import BUCKET, Rig
+from tests.support.rig import BUCKET, ManualClock, Rig
 
 
 def test_issue11_defect1_an_outcome_the_broker_refuses_is_replaced_not_retried_forever(tmp_path: Path) -> None:
@@ -67,19 +67,29 @@ def test_invalid_ids_are_answered_under_a_short_stand_in(tmp_path: Path) -> None
 
 
 def test_issue11_defect6_liveness_sees_work_that_never_commits(tmp_path: Path) -> None:
-    rig = Rig(tmp_path)
+    """Every transaction aborts (the old endless loop): the worker is busy all along yet commits
+    nothing, so liveness fails once that lasts past WORKER_LIVENESS_COMMIT_SECONDS; the first
+    commit makes it live again. The clock is the test's: three seconds pass in as many loop turns."""
+    clock = ManualClock()
+    rig = Rig(tmp_path, clock=clock)
+    state = WorkerState(stall_seconds=30, job_timeout_seconds=60, commit_stall_seconds=2)
+    state.processor = rig.processor
     rig.submit(["a", "b"])
     rig.start()
-    t0 = time.monotonic()
-    for _ in range(200):
-        rig.session.faults.append("abort")  # every transaction aborts: the old endless loop
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and rig.session.faults:
+    t0 = clock()
+    for _ in range(30):
+        rig.session.faults.append("abort")
+    while rig.session.faults:
         rig.processor.run_once()
+        clock.advance(0.1)
+    assert clock() - t0 >= 3 and rig.committed(0) == 0
+    rig.processor.run_once()
     snap = rig.processor.snapshot
     assert snap.progress_at is not None and snap.progress_at <= t0 + 0.2  # busy all along, nothing committed
-    rig.session.faults.clear()
+    live, why = state.live()
+    assert not live and "committed nothing" in why
     rig.step_until(lambda: rig.committed(0) == 2, timeout=60)  # the first render imports scipy
     rig.processor.run_once()
     assert rig.processor.snapshot.progress_at is not None and rig.processor.snapshot.progress_at > t0 + 0.2
+    assert state.live() == (True, "ok")
     rig.stop()

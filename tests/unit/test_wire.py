@@ -8,6 +8,7 @@ import struct
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import avro.io
 import avro.schema
@@ -84,6 +85,11 @@ def test_processor_payload_is_read_by_apache_avro() -> None:
     assert out["text"] == "你好, hello" and out["use_random"] is True
 
 
+# The registry client's own retries (3, backing off from 1 s) without the waiting: what these tests
+# check is what an unreachable registry leads to, not the client's back-off.
+QUICK_RETRIES = {"retries.wait.ms": 1, "retries.max.wait.ms": 5}
+
+
 def test_registry_framing_round_trip_and_evolution() -> None:
     registry = SchemaRegistry("mock://wire-test")
     codec = Codec("TtsRequest", registry, "tts.requests-value")
@@ -133,7 +139,7 @@ def test_unreachable_registry_is_not_a_decode_error() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    codec = Codec("TtsRequest", SchemaRegistry(f"http://127.0.0.1:{port}"), "tts.requests-value")
+    codec = Codec("TtsRequest", SchemaRegistry(f"http://127.0.0.1:{port}", QUICK_RETRIES), "tts.requests-value")
     with pytest.raises(RegistryUnavailable, match="schema id 7"):
         codec.decode(b"\x00" + struct.pack(">I", 7) + b"abc")
 
@@ -160,13 +166,23 @@ def test_a_registry_outage_is_retried_never_dead_lettered(tmp_path: Path, monkey
     up = Codec("TtsRequest", SchemaRegistry("mock://outage"), "req-value")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        down = Codec("TtsRequest", SchemaRegistry(f"http://127.0.0.1:{s.getsockname()[1]}"), "req-value")
+        unreachable = SchemaRegistry(f"http://127.0.0.1:{s.getsockname()[1]}", QUICK_RETRIES)
+    asked: list[int] = []
+    ask = unreachable.writer_schema
+
+    def counted(schema_id: int) -> Any:
+        asked.append(schema_id)
+        return ask(schema_id)
+
+    monkeypatch.setattr(unreachable, "writer_schema", counted)
+    down = Codec("TtsRequest", unreachable, "req-value")
     rig = Rig(tmp_path, partitions=1)
     rig.broker.produce("req", 0, up.encode(request("framed", VOICE)), b"framed")
     rig.processor.stages.codecs = {**CODECS, "TtsRequest": down}
     rig.start()
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 30
+    while len(asked) < 4:  # the record is taken again after each rewind: retried, never given up on
+        assert time.monotonic() < deadline, f"the record was retried {len(asked)} times"
         rig.processor.run_once()
     assert rig.committed(0) == 0 and not rig.broker.read("dlq") and not rig.broker.read("res")
     rig.processor.stages.codecs = {**CODECS, "TtsRequest": up}

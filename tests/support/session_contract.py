@@ -1,0 +1,207 @@
+"""The Session contract: ONE set of checks that every ``processor.session.Session`` must pass, so the
+in-memory session the fast tests rely on cannot drift from what Kafka does.
+
+``SessionContract`` holds the checks; a runner subclasses it and supplies a ``cluster`` fixture:
+- ``tests/unit/test_session_contract.py``: the in-memory broker (milliseconds, no Kafka);
+- ``tests/integration/test_session_contract_kafka.py``: ``KafkaSession`` on the real broker.
+
+A ``Cluster`` is the little a check needs from a backend: topics, records produced from outside,
+sessions that join a group, a rebalance that takes one partition away and gives it back, and the
+committed records of a topic as a ``read_committed`` reader sees them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import pytest
+
+from processor.session import TP, FatalKafkaError, Record, Session
+
+
+@dataclass(frozen=True)
+class Out:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+class Recorder:
+    """A rebalance listener that only remembers."""
+
+    def __init__(self) -> None:
+        self.assigned: set[TP] = set()
+        self.events: list[tuple[str, list[TP]]] = []
+
+    def on_assign(self, tps: list[TP]) -> None:
+        self.assigned |= set(tps)
+        self.events.append(("assign", tps))
+
+    def on_revoke(self, tps: list[TP]) -> None:
+        self.assigned -= set(tps)
+        self.events.append(("revoke", tps))
+
+    def on_lost(self, tps: list[TP]) -> None:
+        self.assigned -= set(tps)
+        self.events.append(("lost", tps))
+
+
+class Cluster(Protocol):
+    quiet: float  # how long "nothing arrives" must last to mean nothing will
+
+    def topic(self, partitions: int) -> str: ...
+    def produce(self, topic: str, partition: int, values: list[bytes], headers: list[tuple[str, bytes]] | None = None
+                ) -> None: ...
+    def session(self, group: str, member: str) -> Session: ...
+    def start(self, session: Session, topic: str, listener: Recorder) -> None: ...
+    def bounce(self, session: Session, listener: Recorder, tp: TP) -> None: ...
+    def read_committed(self, topic: str, n: int) -> list[bytes]: ...
+    def close(self) -> None: ...
+
+
+def poll_until(cond: Callable[[list[Record]], bool], *sessions: Session, timeout: float = 30) -> list[Record]:
+    """Poll ``sessions`` until ``cond(records polled so far)`` holds; returns those records."""
+    got: list[Record] = []
+    deadline = time.monotonic() + timeout
+    while not cond(got):
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        for s in sessions:
+            r = s.poll(0.05)
+            if r is not None:
+                got.append(r)
+    return got
+
+
+def poll_until_one(s: Session) -> list[Record]:
+    got = poll_until(lambda got: len(got) >= 1, s)
+    return got[:1]
+
+
+def poll_for(session: Session, seconds: float) -> list[Record]:
+    got: list[Record] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        r = session.poll(0.05)
+        if r is not None:
+            got.append(r)
+    return got
+
+
+def joined(cluster: Cluster, topic: str, member: str = "a") -> tuple[Session, Recorder]:
+    s = cluster.session(f"{topic}-group", member)
+    rec = Recorder()
+    cluster.start(s, topic, rec)
+    return s, rec
+
+
+class SessionContract:
+    """What the processor relies on from a session. Runners subclass this and define ``cluster``."""
+
+    def test_poll_delivers_each_partition_in_offset_order(self, cluster: Cluster) -> None:
+        topic = cluster.topic(2)
+        cluster.produce(topic, 0, [b"a0", b"a1", b"a2"], headers=[("h", b"v")])
+        cluster.produce(topic, 1, [b"b0", b"b1"])
+        s, rec = joined(cluster, topic)
+        got = poll_until(lambda got: len(got) >= 5, s)
+        assert rec.assigned == {(topic, 0), (topic, 1)}
+        for p in (0, 1):
+            mine = [r for r in got if r.partition == p]
+            assert [r.offset for r in mine] == list(range(len(mine)))
+        first = next(r for r in got if r.partition == 0)
+        assert (first.value, first.key, first.headers) == (b"a0", b"k", [("h", b"v")])
+
+    def test_commit_is_atomic_and_the_next_member_starts_after_it(self, cluster: Cluster) -> None:
+        topic, out = cluster.topic(1), cluster.topic(1)
+        cluster.produce(topic, 0, [b"r0", b"r1", b"r2"])
+        s, _ = joined(cluster, topic)
+        poll_until(lambda got: len(got) >= 2, s)
+        s.commit([Out(out, b"r0", b"result-0", []), Out(out, b"r1", b"result-1", [])], {(topic, 0): 2})
+        assert cluster.read_committed(out, 2) == [b"result-0", b"result-1"]
+        s.close()
+        s2, _ = joined(cluster, topic, "b")
+        assert poll_until_one(s2)[0].offset == 2
+
+    def test_offsets_sent_early_commit_with_the_records(self, cluster: Cluster) -> None:
+        topic, out = cluster.topic(1), cluster.topic(1)
+        cluster.produce(topic, 0, [b"r0", b"r1", b"r2"])
+        s, _ = joined(cluster, topic)
+        poll_until(lambda got: len(got) >= 2, s)
+        s.begin({(topic, 0): 1})  # while the first request's audio would still be uploading
+        s.commit([Out(out, b"r0", b"result-0", []), Out(out, b"r1", b"result-1", [])], {(topic, 0): 2})
+        assert cluster.read_committed(out, 2) == [b"result-0", b"result-1"]
+        s.close()
+        s2, _ = joined(cluster, topic, "b")
+        assert poll_until_one(s2)[0].offset == 2
+
+    def test_an_early_transaction_rolled_back_or_not_covered_commits_nothing_of_it(self, cluster: Cluster) -> None:
+        topic, out = cluster.topic(2), cluster.topic(1)
+        cluster.produce(topic, 0, [b"a0", b"a1"])
+        cluster.produce(topic, 1, [b"b0"])
+        s, _ = joined(cluster, topic)
+        poll_until(lambda got: len(got) >= 3, s)
+        s.begin({(topic, 0): 1})
+        s.abort_open()
+        s.begin({(topic, 0): 2})
+        s.commit([Out(out, b"b0", b"result-b0", [])], {(topic, 1): 1})  # does not cover partition 0: rolled back
+        assert cluster.read_committed(out, 1) == [b"result-b0"]
+        s.close()
+        s2, _ = joined(cluster, topic, "b")
+        assert {(r.partition, r.offset) for r in poll_until(lambda got: len(got) >= 2, s2)} == {(0, 0), (0, 1)}
+
+    def test_seek_to_committed_rewinds_to_the_last_commit(self, cluster: Cluster) -> None:
+        topic, out = cluster.topic(1), cluster.topic(1)
+        cluster.produce(topic, 0, [b"r0", b"r1", b"r2", b"r3"])
+        s, _ = joined(cluster, topic)
+        poll_until(lambda got: len(got) >= 3, s)
+        s.commit([Out(out, None, b"x", [])], {(topic, 0): 1})
+        assert s.seek_to_committed([(topic, 0)]) == []
+        again = poll_until_one(s)
+        assert again[0].offset == 1
+
+    def test_pause_stops_delivery_and_resume_restores_it(self, cluster: Cluster) -> None:
+        topic = cluster.topic(1)
+        s, rec = joined(cluster, topic)
+        poll_until(lambda _: bool(rec.assigned), s)
+        s.pause([(topic, 0)])
+        cluster.produce(topic, 0, [b"r0", b"r1"])
+        assert poll_for(s, cluster.quiet) == []
+        s.resume([(topic, 0)])
+        got = poll_until(lambda got: len(got) >= 2, s)
+        assert [r.offset for r in got] == [0, 1]
+
+    def test_a_pause_survives_revoke_and_reassign_until_resume(self, cluster: Cluster) -> None:
+        """librdkafka keeps an application pause on the partition across revoke and re-assign (and
+        seek does not clear it): why the processor resumes at every assignment change (defect 3)."""
+        topic = cluster.topic(2)
+        s, rec = joined(cluster, topic)
+        poll_until(lambda _: len(rec.assigned) == 2, s)
+        tps = sorted(rec.assigned)
+        s.pause(tps)
+        revoked_before = sum(1 for kind, _ in rec.events if kind == "revoke")
+        for tp in tps:
+            if sum(1 for kind, _ in rec.events if kind == "revoke") == revoked_before:
+                cluster.bounce(s, rec, tp)
+        assert rec.assigned == set(tps)
+        bounced = {tp for kind, ev in rec.events if kind == "revoke" for tp in ev}
+        assert bounced
+        for tp in tps:
+            cluster.produce(topic, tp[1], [b"after-rebalance"])
+        assert [r for r in poll_for(s, cluster.quiet) if r.tp in bounced] == []
+        s.resume(tps)
+        poll_until(lambda got: {r.tp for r in got} >= bounced, s)
+
+    def test_a_fenced_member_gets_a_fatal_error(self, cluster: Cluster) -> None:
+        """A restarted pod (same transactional id) fences its zombie: the zombie's commit is fatal."""
+        topic, out = cluster.topic(1), cluster.topic(1)
+        cluster.produce(topic, 0, [b"r0"])
+        s, _ = joined(cluster, topic)
+        poll_until_one(s)
+        twin = cluster.session(f"{topic}-group", "a")
+        twin.start(f"{topic}-other", Recorder())  # init_transactions with the same id
+        with pytest.raises(FatalKafkaError):
+            s.commit([Out(out, None, b"zombie", [])], {(topic, 0): 1})
