@@ -59,6 +59,9 @@ Q = TypeVar("Q")
 # retries) is rolled back and the job committed the ordinary way, far inside transaction.timeout.ms.
 EARLY_TRANSACTION_MAX_SECONDS = 10.0
 LAG_REFRESH_SECONDS = 1.0
+# A turn that changed nothing health reports refreshes the snapshot at most this often (liveness
+# reads its last_tick against limits of seconds); a turn that changed something publishes at once.
+SNAPSHOT_SECONDS = 0.1
 SEEK_RETRY_SECONDS = 1.0
 # A registry outage pauses intake this long per attempt (the record is redone, not dead-lettered).
 REGISTRY_RETRY_SECONDS = 1.0
@@ -172,6 +175,8 @@ class Processor:
         self._took_record = False
         self._early: Job | None = None
         self._early_at = 0.0
+        self._changed = True  # this turn changed what the snapshot shows
+        self._published_at = float("-inf")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -207,6 +212,7 @@ class Processor:
         record = self.session.poll(self._poll_timeout())
         self.last_tick = self.clock()
         self._took_record = record is not None
+        self._changed = self._took_record
         if record is not None:
             self._take(record)
         self._collect_done()
@@ -216,7 +222,7 @@ class Processor:
         if not self.ledger.busy() and not self._redoing:
             self._progress_at = self.last_tick
         self._flow_control()
-        self._publish()
+        self._publish(changed=self._changed)
         return True
 
     def stop(self) -> None:
@@ -274,6 +280,7 @@ class Processor:
                 job, outcome = self._done.get_nowait()
             except queue.Empty:
                 return
+            self._changed = True
             self.ledger.complete(job, outcome)
 
     # ------------------------------------------------------------------ stage threads
@@ -423,6 +430,7 @@ class Processor:
         outcomes = [j.outcome for j in jobs]
         assert all(isinstance(o, Outcome) for o in outcomes)
         t0 = time.perf_counter()
+        self._changed = True
         self._early = None  # this commit ends (or first rolls back) any transaction opened early
         try:
             with contextlib.ExitStack() as emitting:
@@ -488,6 +496,7 @@ class Processor:
     def _rewind(self) -> None:
         """Everything taken since the last commit is redone from the committed position."""
         self._redoing = True
+        self._changed = True
         tps = self.ledger.rewind()
         # The ledger forgot its pauses with everything else: the consumer must not keep them (with
         # nothing in flight, nothing would ever resume those partitions).
@@ -506,6 +515,7 @@ class Processor:
         decision = self.ledger.flow(self.intake_limit())
         self.session.pause(decision.pause)
         self.session.resume(decision.resume)
+        self._changed |= bool(decision.pause or decision.resume)
 
     def intake_limit(self) -> int:
         """Pause intake above this many in flight: WORKER_PREFETCH requests ahead of the GPU, taken just
@@ -560,6 +570,7 @@ class Processor:
             self._last_delivery[tp] = self.clock()
         self.joined = True
         self._lags_at = float("-inf")
+        self._changed = True
         self.assignment_changed.set()
         log.info("assigned %s", sorted(f"{t}[{p}]" for t, p in tps))
 
@@ -591,6 +602,7 @@ class Processor:
             self._known_committed.pop(tp, None)
             with contextlib.suppress(KeyError):
                 metrics.QUEUE_LAG.remove(tp[0], str(tp[1]))
+        self._changed = True
         self.assignment_changed.set()
 
     def unstick(self, stall_seconds: float) -> list[TP]:
@@ -611,13 +623,22 @@ class Processor:
 
     # ------------------------------------------------------------------ what health reads
 
-    def _publish(self) -> None:
+    def _publish(self, *, changed: bool = True) -> None:
         now = self.clock()
         if now - self._lags_at >= LAG_REFRESH_SECONDS:
             self._lags_at = now
             self._refresh_lags()
             self.unstick(max(30.0, 3 * self.s.worker.health_interval_seconds))
-        self.snapshot = self._make_snapshot()
+            changed = True
+        # Building the snapshot is a good part of a short turn's CPU; most short turns change nothing.
+        # What other threads change (a stage thread died, the GPU took a job) shows at once as well.
+        snap, current = self.snapshot, self.current
+        changed = (changed or now - self._published_at >= SNAPSHOT_SECONDS
+                   or snap.thread_failure != self.thread_failure
+                   or snap.current_request != (current.request_id if current is not None else None))
+        if changed:
+            self._published_at = now
+            self.snapshot = self._make_snapshot()
 
     def _refresh_lags(self) -> None:
         tps = list(self.ledger.epochs)

@@ -185,3 +185,26 @@ def test_no_early_transaction_while_the_gpu_has_work(tmp_path: Path) -> None:
     r.stop()
     assert r.session.begins <= 1  # "b", alone at the end, may open one early; "a" never did
     assert sorted(x["request_id"] for x in r.results()) == ["a", "b"]
+
+
+def test_a_turn_that_changes_nothing_keeps_the_snapshot_until_time_passes(tmp_path: Path) -> None:
+    r, _, clock = rig(tmp_path)
+    r.start()
+    for _ in range(3):
+        r.processor.run_once()
+    snap = r.processor.snapshot
+    r.processor.run_once()
+    assert r.processor.snapshot is snap  # nothing changed and no time passed: no new snapshot
+    clock.now += 0.2
+    r.processor.run_once()
+    assert r.processor.snapshot is not snap and r.processor.snapshot.last_tick == clock.now
+    r.processor.thread_failure = "gpu thread died: test"  # another thread's change shows at once
+    r.processor.run_once()
+    assert r.processor.snapshot.thread_failure == "gpu thread died: test"
+    r.processor.thread_failure = None
+    r.submit(["a"], partition=0)  # a record taken changes what health shows: published that turn
+    r.step_until(lambda: r.processor.ledger.in_flight() == 1)
+    assert r.processor.snapshot.in_flight == 1
+    r.step_until(lambda: r.committed(0) == 1)
+    assert r.processor.snapshot.counters.done == 1
+    r.stop()
