@@ -24,7 +24,8 @@ no request is redone that the set-aside producer might still commit. Fenced by a
 this worker, or too many replacements in a row: ``FatalKafkaError``.
 
 ``tests/support/memory_broker.py`` implements the same interface in memory; one contract suite
-(tests/unit/test_session_contract.py) runs against both, so the fake cannot drift from Kafka.
+(tests/support/session_contract.py, run from tests/unit and tests/integration) runs against both,
+so the fake cannot drift from Kafka.
 """
 
 from __future__ import annotations

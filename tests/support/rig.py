@@ -102,8 +102,8 @@ class Rig:
             voices=VoiceCatalog(store, BUCKET, "voices"),
             **({"clock": clock} if clock is not None else {}),
         )
-        # Tests stop hundreds of processors: idle stage threads that look for the stop signal every
-        # 5 ms instead of 100 ms make each stop() that much shorter; nothing else depends on it.
+        # Tests stop hundreds of processors: a stage thread waiting for room in the next queue looks
+        # for the stop signal every 5 ms instead of 100 ms, so no stop() waits on it.
         self.processor.stage_wake_seconds = 0.005
         self.n = 0
 

@@ -152,8 +152,8 @@ def test_a_storage_server_that_trickles_is_cut_off_by_the_total_budget() -> None
     server = _SlowServer(gap=0.03)
     try:
         s = S3Settings(endpoint_url=f"http://127.0.0.1:{server.port}", access_key_id="k" * 8,
-                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=0.4,
-                       call_timeout_seconds=0.6)
+                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=0.5,
+                       call_timeout_seconds=0.8)
         st = Storage(s)
         t0 = time.monotonic()
         with pytest.raises(TtsError) as info:
@@ -162,7 +162,7 @@ def test_a_storage_server_that_trickles_is_cut_off_by_the_total_budget() -> None
     finally:
         server.close()
     assert info.value.code is ErrorCode.STORAGE_ERROR and info.value.retriable
-    assert 0.55 < took < 1.2  # the per-read timeout (0.4 s) never fired: every read got a byte in 0.03 s
+    assert 0.75 < took < 1.6  # the per-read timeout (0.5 s) never fired: every read got a byte in 0.03 s
 
 
 
@@ -172,8 +172,8 @@ def test_a_write_to_a_storage_server_that_trickles_is_cut_off_by_the_total_budge
     server = _SlowServer(gap=0.03)
     try:
         s = S3Settings(endpoint_url=f"http://127.0.0.1:{server.port}", access_key_id="k" * 8,
-                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=0.4,
-                       call_timeout_seconds=0.6)
+                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=0.5,
+                       call_timeout_seconds=0.8)
         st = Storage(s)
         assert st._direct_writes  # botocore still lets us note its connections
         t0 = time.monotonic()
@@ -184,4 +184,4 @@ def test_a_write_to_a_storage_server_that_trickles_is_cut_off_by_the_total_budge
         server.close()
     assert info.value.code is ErrorCode.STORAGE_ERROR and info.value.retriable
     assert "no answer within" in info.value.message
-    assert 0.55 < took < 1.2  # the per-read timeout (0.4 s) never fired: every read got a byte in 0.03 s
+    assert 0.75 < took < 1.6  # the per-read timeout (0.5 s) never fired: every read got a byte in 0.03 s
