@@ -148,13 +148,17 @@ class _SlowServer:
         self.sock.close()
 
 
+def _trickled(server: _SlowServer) -> Storage:
+    """Storage whose per-read timeout (0.5 s) a byte every 0.03 s never trips: only the 0.8 s total can."""
+    return Storage(S3Settings(endpoint_url=f"http://127.0.0.1:{server.port}", access_key_id="k" * 8,
+                              secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=0.5,
+                              call_timeout_seconds=0.8))
+
+
 def test_a_storage_server_that_trickles_is_cut_off_by_the_total_budget() -> None:
     server = _SlowServer(gap=0.03)
     try:
-        s = S3Settings(endpoint_url=f"http://127.0.0.1:{server.port}", access_key_id="k" * 8,
-                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=0.5,
-                       call_timeout_seconds=0.8)
-        st = Storage(s)
+        st = _trickled(server)
         t0 = time.monotonic()
         with pytest.raises(TtsError) as info:
             st.etag("refs", "a.wav")
@@ -171,10 +175,7 @@ def test_a_write_to_a_storage_server_that_trickles_is_cut_off_by_the_total_budge
     Cut off mid-header, the trickled response would even parse as a 200: it must still fail."""
     server = _SlowServer(gap=0.03)
     try:
-        s = S3Settings(endpoint_url=f"http://127.0.0.1:{server.port}", access_key_id="k" * 8,
-                       secret_access_key="s" * 16, connect_timeout_seconds=1, read_timeout_seconds=0.5,
-                       call_timeout_seconds=0.8)
-        st = Storage(s)
+        st = _trickled(server)
         assert st._direct_writes  # botocore still lets us note its connections
         t0 = time.monotonic()
         with pytest.raises(TtsError) as info:
