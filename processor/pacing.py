@@ -133,6 +133,12 @@ def poll_timeout(f: InFlight, *, prefetch: int, outcomes_waiting: bool,
             wake = min(wake, SHORT_POLL_SECONDS if -remaining < OVERRUN_GRACE_SECONDS else OVERRUN_POLL_SECONDS)
         elif f.ahead < prefetch and remaining > lead:
             wake = min(wake, remaining - lead)  # intake resumes then
+        elif f.ahead < ahead_wanted(f, prefetch, lead):
+            # Intake is due but may not be resumed yet: this turn's flow control ran a hair before the
+            # boundary (poll() returns up to a millisecond early). Sleeping to the job's end here made
+            # the GPU wait for the next request in one 1 s job in three; a short poll lets the flow
+            # control that follows it resume intake now.
+            wake = SHORT_POLL_SECONDS
         else:
             wake = min(wake, remaining)
     return max(SHORT_POLL_SECONDS, wake)

@@ -80,6 +80,18 @@ def test_poll_wakes_when_intake_is_due_to_resume_and_when_the_job_is_due_to_end(
     assert poll_timeout(busy(0.0, expected=5.0), prefetch=1, outcomes_waiting=False) == BUSY_POLL_MAX_SECONDS
 
 
+def test_intake_due_but_not_taken_yet_is_polled_for_not_slept_through() -> None:
+    """The loop wakes at the lead boundary, but poll() can return a hair early, so that turn's flow
+    control still saw the job outside the lead and resumed nothing. The next poll must be short, so
+    the flow control after it resumes intake, not sleep to the job's end (measured before the fix:
+    in about one 1 s job in three the GPU then waited for the next request)."""
+    just_inside = busy(1.0 - LEAD + 0.0001, expected=1.0)
+    assert poll_timeout(just_inside, prefetch=1, outcomes_waiting=False) == SHORT_POLL_SECONDS
+    # Once the request is taken, sleep to the job's end again.
+    taken = busy(1.0 - LEAD + 0.0001, expected=1.0, ahead=1)
+    assert poll_timeout(taken, prefetch=1, outcomes_waiting=False) == pytest.approx(LEAD - 0.0001)
+
+
 def test_a_job_past_its_expected_end_is_watched_closely_at_first_then_loosely() -> None:
     assert poll_timeout(busy(0.21), prefetch=1, outcomes_waiting=False) == SHORT_POLL_SECONDS
     assert poll_timeout(busy(0.5), prefetch=1, outcomes_waiting=False) == OVERRUN_POLL_SECONDS
