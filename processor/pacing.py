@@ -113,7 +113,7 @@ def commit_now(ready: int, *, max_batch: int, waited: float, more_coming: bool, 
     return force or ready >= max_batch or not more_coming or waited >= BATCH_WINDOW_SECONDS
 
 
-def poll_timeout(f: InFlight, *, prefetch: int, outcomes_waiting: bool,
+def poll_timeout(f: InFlight, *, prefetch: int, outcomes_waiting: bool, intake_paused: bool = False,
                  lead: float = INTAKE_LEAD_SECONDS) -> float:
     """How long the next ``poll()`` may block. It returns early when a request arrives; a stage
     thread cannot wake it, so it wakes on its own when something is due: a short stage ending (an
@@ -133,11 +133,11 @@ def poll_timeout(f: InFlight, *, prefetch: int, outcomes_waiting: bool,
             wake = min(wake, SHORT_POLL_SECONDS if -remaining < OVERRUN_GRACE_SECONDS else OVERRUN_POLL_SECONDS)
         elif f.ahead < prefetch and remaining > lead:
             wake = min(wake, remaining - lead)  # intake resumes then
-        elif f.ahead < ahead_wanted(f, prefetch, lead):
-            # Intake is due but may not be resumed yet: this turn's flow control ran a hair before the
-            # boundary (poll() returns up to a millisecond early). Sleeping to the job's end here made
-            # the GPU wait for the next request in one 1 s job in three; a short poll lets the flow
-            # control that follows it resume intake now.
+        elif intake_paused and f.ahead < ahead_wanted(f, prefetch, lead):
+            # Intake is due but still paused: this turn's flow control ran a hair before the boundary
+            # (poll() returns up to a millisecond early). Sleeping to the job's end here made the GPU
+            # wait for the next request in one 1 s job in three; a short poll lets the flow control
+            # that follows it resume intake now. (Resumed, a record wakes poll() by itself.)
             wake = SHORT_POLL_SECONDS
         else:
             wake = min(wake, remaining)

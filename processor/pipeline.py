@@ -556,7 +556,8 @@ class Processor:
 
     def _poll_timeout(self) -> float:
         return pacing.poll_timeout(self._in_flight(), prefetch=self.s.worker.prefetch,
-                                   outcomes_waiting=bool(self.ledger.committable(1)))
+                                   outcomes_waiting=bool(self.ledger.committable(1)),
+                                   intake_paused=bool(self.ledger.paused))
 
     # librdkafka keeps an application pause on a partition across revoke and re-assign; only resume()
     # clears it (seek does not). So every assignment change resumes the partitions it touches: a pause

@@ -86,10 +86,12 @@ def test_intake_due_but_not_taken_yet_is_polled_for_not_slept_through() -> None:
     the flow control after it resumes intake, not sleep to the job's end (measured before the fix:
     in about one 1 s job in three the GPU then waited for the next request)."""
     just_inside = busy(1.0 - LEAD + 0.0001, expected=1.0)
-    assert poll_timeout(just_inside, prefetch=1, outcomes_waiting=False) == SHORT_POLL_SECONDS
-    # Once the request is taken, sleep to the job's end again.
+    assert poll_timeout(just_inside, prefetch=1, outcomes_waiting=False, intake_paused=True) == SHORT_POLL_SECONDS
+    # Resumed (a record wakes poll() when it comes), or the request taken: sleep to the job's end again.
+    # Short polls there would spin through every light-load job's last 0.12 s.
+    assert poll_timeout(just_inside, prefetch=1, outcomes_waiting=False) == pytest.approx(LEAD - 0.0001)
     taken = busy(1.0 - LEAD + 0.0001, expected=1.0, ahead=1)
-    assert poll_timeout(taken, prefetch=1, outcomes_waiting=False) == pytest.approx(LEAD - 0.0001)
+    assert poll_timeout(taken, prefetch=1, outcomes_waiting=False, intake_paused=True) == pytest.approx(LEAD - 0.0001)
 
 
 def test_a_job_past_its_expected_end_is_watched_closely_at_first_then_loosely() -> None:
