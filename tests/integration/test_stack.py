@@ -92,12 +92,15 @@ def test_kip848_consumer_group_protocol(stack: LocalStack, make_topics: MakeTopi
         got: list[bytes] = []
         deadline = time.monotonic() + 60
         # Both members poll until the broker-side assignor has spread the two partitions.
-        while time.monotonic() < deadline and (len(got) < 20 or not all(c.assignment() for c in consumers)):
+        # Plain auto-committing consumers are at-least-once: a partition that moves to the other member
+        # before its first auto-commit is read again from the start (seen in CI: m0 twice). What this
+        # test checks is the protocol (every record reached, the partitions spread), not exactly-once.
+        while time.monotonic() < deadline and (len(set(got)) < 20 or not all(c.assignment() for c in consumers)):
             for c in consumers:
                 msg = c.poll(0.2)
                 if msg is not None and not msg.error():
                     got.append(msg.value() or b"")
-        assert sorted(got) == sorted(f"m{i}".encode() for i in range(20))
+        assert sorted(set(got)) == sorted(f"m{i}".encode() for i in range(20))
         assert all(len(c.assignment()) == 1 for c in consumers), [c.assignment() for c in consumers]
 
         admin = stack.admin()  # keep a reference: a collected AdminClient never resolves its futures
