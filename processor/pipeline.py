@@ -157,6 +157,10 @@ class Processor:
         self._gpu_q: queue.Queue[Job | None] = queue.Queue(maxsize=1)
         self._finish_q: queue.Queue[tuple[Job, Synthesized] | None] = queue.Queue(maxsize=1)
         self._done: queue.Queue[tuple[Job, Outcome]] = queue.Queue()
+        # Set by a stage thread when the poll loop has something to do (an outcome; an upload starting
+        # while the GPU is idle): ends a wait on the stages (``pacing.plan_wait``) at once.
+        self._wake = threading.Event()
+        self.serve_kafka_seconds = pacing.SERVE_KAFKA_SECONDS
         self._stop = threading.Event()  # asked to stop: drain
         self._halt = threading.Event()  # stage threads: exit now
         self._threads: list[threading.Thread] = []
@@ -182,6 +186,7 @@ class Processor:
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def run(self, *, on_tick: Callable[[], None] | None = None) -> None:
         """Serve until ``request_stop``; then drain within the grace period and leave the group."""
@@ -209,7 +214,7 @@ class Processor:
             self.ledger.drain()
         if self._grace_deadline is not None and (not self.ledger.busy() or self.clock() >= self._grace_deadline):
             return False
-        record = self.session.poll(self._poll_timeout())
+        record = self._wait()
         self.last_tick = self.clock()
         self._took_record = record is not None
         self._changed = self._took_record
@@ -274,7 +279,12 @@ class Processor:
         else:
             self._prepare_q.put(job)
 
+    def _deliver(self, job: Job, outcome: Outcome) -> None:
+        self._done.put((job, outcome))
+        self._wake.set()
+
     def _collect_done(self) -> None:
+        self._wake.clear()  # before draining: whatever is put after this sets it again
         while True:
             try:
                 job, outcome = self._done.get_nowait()
@@ -325,7 +335,7 @@ class Processor:
                 outcome = self.stages.prepare(job)
                 tracing.outcome(span, outcome)
             if outcome is not None:
-                self._done.put((job, outcome))
+                self._deliver(job, outcome)
             else:
                 self._hand_on(self._gpu_q, job)
 
@@ -342,7 +352,7 @@ class Processor:
             finally:
                 self.current = None
             if isinstance(result, Outcome):
-                self._done.put((job, result))
+                self._deliver(job, result)
             elif result is not None:
                 self.job_length.observe(job.stage_seconds["synthesis"], len(job.request.text) if job.request else 1)
                 self.job_seconds.observe(job.stage_seconds["synthesis"], 1)
@@ -352,13 +362,15 @@ class Processor:
         for job, synth in self._items(self._finish_q):
             if not job.advance("finishing"):
                 continue
+            if self.current is None and self._gpu_q.empty():
+                self._wake.set()  # the GPU is idle: the poll loop opens the transaction early (_begin_early)
             with tracing.stage(job.trace, "store") as span:
                 outcome = self.stages.finish(job, synth)
                 tracing.outcome(span, outcome)
             if "finish_start" in job.marks:
                 self.finish_length.observe(time.perf_counter() - job.marks["finish_start"], 1)
             if outcome is not None:
-                self._done.put((job, outcome))
+                self._deliver(job, outcome)
 
     # ------------------------------------------------------------------ the checkpoint
 
@@ -554,10 +566,19 @@ class Processor:
                                finish_remaining=finish_remaining if finishing else None,
                                typical_job=self.job_seconds.expected(1))
 
-    def _poll_timeout(self) -> float:
-        return pacing.poll_timeout(self._in_flight(), prefetch=self.s.worker.prefetch,
-                                   outcomes_waiting=bool(self.ledger.committable(1)),
-                                   intake_paused=bool(self.ledger.paused))
+    def _wait(self) -> Record | None:
+        """Wait for the next turn (``pacing.plan_wait``): in poll(), or on the stage threads and then
+        poll(0), which serves Kafka's callbacks and takes a request if one came meanwhile."""
+        window_left = 0.0
+        if self._ready_since is not None:
+            window_left = pacing.BATCH_WINDOW_SECONDS - (self.clock() - self._ready_since)
+        paused = bool(self.ledger.paused) and self.ledger.epochs.keys() <= self.ledger.paused
+        plan = pacing.plan_wait(self._in_flight(), prefetch=self.s.worker.prefetch, intake_paused=paused,
+                                outcomes_waiting=bool(self.ledger.committable(1)), window_left=window_left)
+        if not plan.on_stages:
+            return self.session.poll(plan.seconds)
+        self._wake.wait(min(plan.seconds, self.serve_kafka_seconds))
+        return self.session.poll(0)
 
     # librdkafka keeps an application pause on a partition across revoke and re-assign; only resume()
     # clears it (seek does not). So every assignment change resumes the partitions it touches: a pause
