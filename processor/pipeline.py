@@ -31,6 +31,7 @@ broker fences a zombie's offsets with the group generation as a second line of d
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -362,15 +363,19 @@ class Processor:
         for job, synth in self._items(self._finish_q):
             if not job.advance("finishing"):
                 continue
-            if self.current is None and self._gpu_q.empty():
-                self._wake.set()  # the GPU is idle: the poll loop opens the transaction early (_begin_early)
             with tracing.stage(job.trace, "store") as span:
-                outcome = self.stages.finish(job, synth)
+                outcome = self.stages.finish(job, synth, built=functools.partial(self._built, job))
                 tracing.outcome(span, outcome)
             if "finish_start" in job.marks:
                 self.finish_length.observe(time.perf_counter() - job.marks["finish_start"], 1)
             if outcome is not None:
                 self._deliver(job, outcome)
+
+    def _built(self, job: Job, outcome: Outcome) -> None:
+        """The finish thread built the job's result; its upload starts now."""
+        job.provisional = outcome
+        if self.current is None and self._gpu_q.empty():
+            self._wake.set()  # the GPU is idle: the poll loop puts the result in a transaction now (_begin_early)
 
     # ------------------------------------------------------------------ the checkpoint
 
@@ -389,10 +394,13 @@ class Processor:
             self._commit(ready)
 
     def _begin_early(self) -> None:
-        """Open the transaction while a job uploads: begin + send its offset (two broker round trips)
-        overlap the upload, and its commit then only produces the result and ends the transaction.
-        Only for the first unfinished job of its partition, one at a time; nothing of it is visible
-        before the commit, and ``Session.commit`` rolls it back if the commit does not cover it.
+        """Open the transaction while a job uploads: begin, produce its result (built before the upload)
+        and send its offset; librdkafka's round trips for these (AddPartitionsToTxn, Produce,
+        AddOffsetsToTxn, TxnOffsetCommit) overlap the upload, and its commit then only ends the
+        transaction (EndTxn: ~0.7 ms instead of ~3.8 ms on the local stack). Only for the first
+        unfinished job of its partition, one at a time; nothing of it is visible before the commit,
+        and ``Session.commit`` rolls it back if the commit does not name the same offsets and result
+        (an upload that failed commits an error outcome instead).
 
         Only while nothing else is in flight (an idle worker, where the result's latency is what a
         caller waits for): with a job on the GPU or waiting for it, the commit's latency costs the GPU
@@ -409,11 +417,13 @@ class Processor:
             return  # busy (or outcomes follow each other closely and share one transaction)
         for entries in self.ledger.entries.values():
             job = next((j for j in entries if j.state != "done"), None)
-            if job is None or job.state != "finishing":
+            if job is None or job.state != "finishing" or job.provisional is None:
                 continue
             self._early, self._early_at = job, self.clock()
             try:
-                self.session.begin({job.tp: job.offset + 1})
+                self.session.begin({job.tp: job.offset + 1}, [job.provisional])
+            except OutcomeRefused:
+                self._early = None  # rolled back; its commit produces it again and replaces what is refused
             except TransactionAborted as exc:
                 self._early = None
                 metrics.TRANSACTIONS.labels("aborted").inc()
