@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -287,6 +288,9 @@ class TtsRequest(BaseModel):
         return S3Location(self.output_bucket or default_bucket, f"{prefix}/{self.request_id}.{ext}")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _instant(name: str, value: object) -> datetime | None:
     """A timestamp field as an aware datetime: millis since the epoch (how the worker's codec hands them
     over, so that out-of-range values reach validation instead of failing the decode) or a datetime."""
@@ -296,7 +300,7 @@ def _instant(name: str, value: object) -> datetime | None:
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     if isinstance(value, int) and not isinstance(value, bool):
         try:
-            return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
+            return _EPOCH + timedelta(milliseconds=value)
         except OverflowError:
             raise TtsError(ErrorCode.INVALID_REQUEST, f"{name}: timestamp out of range") from None
     raise TtsError(ErrorCode.INVALID_REQUEST, f"{name}: not a timestamp")
@@ -354,13 +358,13 @@ class OutputPolicy:
         if loc.bucket not in self.buckets:
             raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"output bucket '{loc.bucket}' is not in S3_OUTPUT_BUCKETS")
         prefix = loc.key.rpartition("/")[0]
-        if not any(_under(prefix, p) for p in self.prefixes):
+        if not _under(prefix, self._prefix_roots):
             raise TtsError(ErrorCode.OUTPUT_NOT_ALLOWED,
                            f"output_key_prefix '{prefix}' is not under S3_OUTPUT_PREFIXES ({', '.join(self.prefixes)})")
         # Everything written for a request lies at or under <prefix>/<request_id> (whatever the naming of
         # the final object), so that is what must stay clear of the reserved prefixes.
         written = f"{prefix}/{req.request_id}"
-        if any(_under(prefix, r) or _under(written, r) for r in self.reserved):
+        if _under(prefix, self._reserved_roots) or _under(written, self._reserved_roots):
             raise TtsError(ErrorCode.OUTPUT_NOT_ALLOWED, f"output_key_prefix '{prefix}' overlaps a reserved prefix")
         try:
             check_key(loc.key)
@@ -368,6 +372,17 @@ class OutputPolicy:
             raise TtsError(ErrorCode.INVALID_REQUEST, f"output key: {exc}") from None
         return loc
 
+    # Each prefix with its trailing '/', for _under: one C-level startswith per check, no generator.
+    @cached_property
+    def _prefix_roots(self) -> tuple[str, ...]:
+        return tuple(f"{p}/" for p in self.prefixes)
 
-def _under(prefix: str, root: str) -> bool:
-    return prefix == root or prefix.startswith(root + "/")
+    @cached_property
+    def _reserved_roots(self) -> tuple[str, ...]:
+        return tuple(f"{r}/" for r in self.reserved)
+
+
+def _under(path: str, roots: tuple[str, ...]) -> bool:
+    """``path`` is a root or lies below one; ``roots`` carry their trailing '/' ('a/b' is under 'a/',
+    'ab' is not)."""
+    return f"{path}/".startswith(roots)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from processor.request import MAX_KEY_BYTES, check_key, parse_s3_uri
+from processor.request import MAX_KEY_BYTES, _under, check_key, parse_s3_uri
 
 
 def reference_check_key(key: str) -> str:
@@ -91,3 +91,17 @@ def test_s3_uris_are_refused_exactly_when_their_key_is(key: str) -> None:
         assert not ok and str(exc) == verdict(reference_check_key, key)[1]
     else:
         assert ok and loc.key == key
+
+
+def reference_under(prefix: str, root: str) -> bool:
+    return prefix == root or prefix.startswith(root + "/")
+
+
+PATHS = st.text(alphabet="ab/", max_size=7)
+
+
+@settings(max_examples=500)
+@given(PATHS, st.lists(PATHS, max_size=4))
+def test_under_any_root_agrees_with_the_one_root_at_a_time_reference(path: str, roots: list[str]) -> None:
+    """OutputPolicy's allow and reserve checks: one startswith over all roots, as the loop over them."""
+    assert _under(path, tuple(f"{r}/" for r in roots)) == any(reference_under(path, r) for r in roots)
