@@ -100,7 +100,7 @@ def reference_under(prefix: str, root: str) -> bool:
 PATHS = st.text(alphabet="ab/", max_size=7)
 
 
-@settings(max_examples=500)
+@settings(max_examples=200)
 @given(PATHS, st.lists(PATHS, max_size=4))
 def test_under_any_root_agrees_with_the_one_root_at_a_time_reference(path: str, roots: list[str]) -> None:
     """OutputPolicy's allow and reserve checks: one startswith over all roots, as the loop over them."""
