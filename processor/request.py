@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,6 +33,10 @@ MAX_PREFIX_CHARS = 256
 # C0/C1 control characters, except tab and line breaks: nothing a speaker can say, often an exploit.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_KEY_BYTES = 1024
+# What check_key refuses, as C-speed tests: it runs several times per request (intake, output policy,
+# before every storage call), and a per-character Python loop cost more than the rest of the check.
+_KEY_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_SEGMENTS = frozenset(("", ".", ".."))
 # Avro `float` carries emotion weights: 1.2 arrives as 1.2000000477. Bounds are checked with this slack.
 _FLOAT32_SLACK = 1e-6
 # A producer's clock may run a little ahead; a created_at further in the future would dodge the
@@ -61,14 +66,15 @@ def check_key(key: str) -> str:
     if not key:
         raise ValueError("object key is empty")
     try:
-        size = len(key.encode("utf-8"))
+        # An ASCII str is its own UTF-8 (isascii() reads a flag CPython keeps): no copy to count bytes.
+        size = len(key) if key.isascii() else len(key.encode("utf-8"))
     except UnicodeEncodeError:
         raise ValueError("object key is not valid UTF-8") from None
     if size > MAX_KEY_BYTES:
         raise ValueError(f"object key is {size} bytes; the limit is {MAX_KEY_BYTES}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+    if _KEY_CONTROL.search(key):
         raise ValueError("object key contains control characters")
-    if any(seg in ("", ".", "..") for seg in key.split("/")):
+    if not _BAD_SEGMENTS.isdisjoint(key.split("/")):
         raise ValueError("object key has an empty, '.' or '..' segment (leading, trailing or double '/')")
     return key
 
@@ -282,6 +288,9 @@ class TtsRequest(BaseModel):
         return S3Location(self.output_bucket or default_bucket, f"{prefix}/{self.request_id}.{ext}")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _instant(name: str, value: object) -> datetime | None:
     """A timestamp field as an aware datetime: millis since the epoch (how the worker's codec hands them
     over, so that out-of-range values reach validation instead of failing the decode) or a datetime."""
@@ -291,7 +300,7 @@ def _instant(name: str, value: object) -> datetime | None:
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     if isinstance(value, int) and not isinstance(value, bool):
         try:
-            return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
+            return _EPOCH + timedelta(milliseconds=value)
         except OverflowError:
             raise TtsError(ErrorCode.INVALID_REQUEST, f"{name}: timestamp out of range") from None
     raise TtsError(ErrorCode.INVALID_REQUEST, f"{name}: not a timestamp")
@@ -349,13 +358,13 @@ class OutputPolicy:
         if loc.bucket not in self.buckets:
             raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"output bucket '{loc.bucket}' is not in S3_OUTPUT_BUCKETS")
         prefix = loc.key.rpartition("/")[0]
-        if not any(_under(prefix, p) for p in self.prefixes):
+        if not _under(prefix, self._prefix_roots):
             raise TtsError(ErrorCode.OUTPUT_NOT_ALLOWED,
                            f"output_key_prefix '{prefix}' is not under S3_OUTPUT_PREFIXES ({', '.join(self.prefixes)})")
         # Everything written for a request lies at or under <prefix>/<request_id> (whatever the naming of
         # the final object), so that is what must stay clear of the reserved prefixes.
         written = f"{prefix}/{req.request_id}"
-        if any(_under(prefix, r) or _under(written, r) for r in self.reserved):
+        if _under(prefix, self._reserved_roots) or _under(written, self._reserved_roots):
             raise TtsError(ErrorCode.OUTPUT_NOT_ALLOWED, f"output_key_prefix '{prefix}' overlaps a reserved prefix")
         try:
             check_key(loc.key)
@@ -363,6 +372,17 @@ class OutputPolicy:
             raise TtsError(ErrorCode.INVALID_REQUEST, f"output key: {exc}") from None
         return loc
 
+    # Each prefix with its trailing '/', for _under: one C-level startswith per check, no generator.
+    @cached_property
+    def _prefix_roots(self) -> tuple[str, ...]:
+        return tuple(f"{p}/" for p in self.prefixes)
 
-def _under(prefix: str, root: str) -> bool:
-    return prefix == root or prefix.startswith(root + "/")
+    @cached_property
+    def _reserved_roots(self) -> tuple[str, ...]:
+        return tuple(f"{r}/" for r in self.reserved)
+
+
+def _under(path: str, roots: tuple[str, ...]) -> bool:
+    """``path`` is a root or lies below one; ``roots`` carry their trailing '/' ('a/b' is under 'a/',
+    'ab' is not)."""
+    return f"{path}/".startswith(roots)

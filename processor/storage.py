@@ -25,6 +25,7 @@ import contextlib
 import logging
 import posixpath
 import queue
+import re
 import socket
 import threading
 import time
@@ -55,6 +56,9 @@ _TRANSIENT_4XX = {"RequestTimeout", "SlowDown", "TooManyRequests", "Throttling",
                   "RequestTimeTooSkewed", "ExpiredToken", "TokenRefreshRequired", "OperationAborted",
                   "RequestLimitExceeded", "408", "429"}
 _CHUNK = 1024 * 1024
+# content_addressed runs for every stored object (audio, subtitles, streamed pieces): a compiled
+# pattern, not a Python loop over 64 characters.
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def s3_client(settings: S3Settings, *, connect_timeout: float | None = None, read_timeout: float | None = None,
@@ -382,7 +386,7 @@ def content_addressed(loc: S3Location, sha256: str) -> S3Location:
     bytes) can only add a sibling object, never change the one a committed result names. Siblings that
     no result names are orphans; docs/operations.md says how they expire.
     """
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+    if not _SHA256_HEX.fullmatch(sha256):
         raise ValueError("sha256 must be 64 lowercase hex digits")
     stem, ext = posixpath.splitext(loc.key)
     return S3Location(loc.bucket, f"{stem}/{sha256}{ext}")

@@ -102,7 +102,6 @@ class SchemaRegistry:
 
 
 def _strip_timestamps(node: Any) -> Any:
-    # fastavro converts logical types as the WRITER's schema says, so this is the copy to read with.
     if isinstance(node, dict):
         out = {k: _strip_timestamps(v) for k, v in node.items()}
         if str(out.get("logicalType", "")).startswith(("timestamp-", "local-timestamp-")):
@@ -123,7 +122,7 @@ class Codec:
         self._subject = subject
         self._schema_id: int | None = None
         self._fingerprint = schema_fingerprint(schema_json(name))
-        self._raw_writers: dict[int, Any] = {}
+        self._plans: dict[tuple[int, bool], tuple[Any, Any]] = {}
         # Writers we can resolve by fingerprint: ours, plus older versions kept in schemas/history/.
         self._known: dict[bytes, Any] = {self._fingerprint: self._schema}
         history = _schema_dir() / "history"
@@ -131,11 +130,26 @@ class Codec:
             old = json.loads(path.read_text())
             self._known[schema_fingerprint(old)] = fastavro.parse_schema(old)
 
-    def _without_timestamps(self, writer: Any) -> Any:
-        key = id(writer)  # writers are cached for the codec's life, so their ids stay theirs
-        if key not in self._raw_writers:
-            self._raw_writers[key] = _strip_timestamps(writer)
-        return self._raw_writers[key]
+    def _plan(self, writer: Any, raw_timestamps: bool) -> tuple[Any, Any]:
+        """The (writer, reader) schemas to read a record of ``writer`` with; reader None: no resolution.
+
+        A writer with our parsing canonical form (our own schema, or ours as the registry hands it
+        back) lays out the same fields, names, symbols and branches in the same order: resolving it
+        against our schema changes nothing (fastavro applies logical types as the WRITER says), yet
+        it doubled the cost of a decode, so it is skipped. Any other writer is resolved as before.
+        """
+        key = (id(writer), raw_timestamps)  # writers are cached for the codec's life, so their ids stay theirs
+        plan = self._plans.get(key)
+        if plan is None:
+            try:
+                ours = writer is self._schema or schema_fingerprint(writer) == self._fingerprint
+            except Exception:  # noqa: BLE001 (a registry schema fastavro parsed but cannot put in canonical form: resolve it, as before)
+                ours = False
+            # Timestamps as millis: fastavro converts logical types as the writer's schema says, so
+            # the copy without them is the one to read with.
+            plan = (_strip_timestamps(writer) if raw_timestamps else writer, None if ours else self._schema)
+            self._plans[key] = plan
+        return plan
 
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
@@ -166,11 +180,10 @@ class Codec:
             body = data[5:]
         else:
             raise DecodeError("not Avro: no single-object or registry magic bytes")
-        if raw_timestamps:
-            writer = self._without_timestamps(writer)
+        writer, reader = self._plan(writer, raw_timestamps)
         buf = io.BytesIO(body)
         try:
-            record = fastavro.schemaless_reader(buf, writer, self._schema)
+            record = fastavro.schemaless_reader(buf, writer, reader)
         except Exception as exc:
             raise DecodeError(f"corrupt {self.name} payload: {exc}") from exc
         if buf.tell() != len(body):

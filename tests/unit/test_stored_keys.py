@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from processor.request import S3Location, validate_request
 from processor.storage import content_addressed
@@ -33,3 +35,16 @@ def test_other_extensions_are_kept() -> None:
 def test_only_a_sha256_hex_digest_is_accepted(bad: str) -> None:
     with pytest.raises(ValueError):
         content_addressed(S3Location("b", "tts/r-1.wav"), bad)
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.text(alphabet="0123456789abcdefABCDEFg\n", min_size=62, max_size=66), st.text(max_size=70)))
+@example("0" * 64 + "\n")
+def test_the_digest_rule_is_64_lowercase_hex_digits_exactly(sha: str) -> None:
+    valid = len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
+    try:
+        content_addressed(S3Location("b", "tts/r-1.wav"), sha)
+    except ValueError:
+        assert not valid
+    else:
+        assert valid
