@@ -180,6 +180,7 @@ class Processor:
         self._took_record = False
         self._early: Job | None = None
         self._early_at = 0.0
+        self._early_produced = False
         self._changed = True  # this turn changed what the snapshot shows
         self._published_at = float("-inf")
 
@@ -394,42 +395,56 @@ class Processor:
             self._commit(ready)
 
     def _begin_early(self) -> None:
-        """Open the transaction while a job uploads: begin, produce its result (built before the upload)
-        and send its offset; librdkafka's round trips for these (AddPartitionsToTxn, Produce,
-        AddOffsetsToTxn, TxnOffsetCommit) overlap the upload, and its commit then only ends the
-        transaction (EndTxn: ~0.7 ms instead of ~3.8 ms on the local stack). Only for the first
+        """Open the transaction before the result is due: begin and send the job's offset in the last
+        milliseconds of its synthesis (AddOffsetsToTxn, TxnOffsetCommit), then produce its result as
+        soon as it is built, before the upload (AddPartitionsToTxn, Produce). The commit after the
+        upload then only ends the transaction (EndTxn: ~0.7 ms instead of ~3.8 ms with the produce, on
+        the local stack), and only two round trips share the CPU with the upload. Only for the first
         unfinished job of its partition, one at a time; nothing of it is visible before the commit,
         and ``Session.commit`` rolls it back if the commit does not name the same offsets and result
         (an upload that failed commits an error outcome instead).
 
         Only while nothing else is in flight (an idle worker, where the result's latency is what a
-        caller waits for): with a job on the GPU or waiting for it, the commit's latency costs the GPU
+        caller waits for): with requests waiting for the GPU, the commit's latency costs the GPU
         nothing, and one transactional call per result instead of two saves the worker CPU."""
         early = self._early
         if early is not None:
             if early.state == "dropped" or self.clock() - self._early_at > EARLY_TRANSACTION_MAX_SECONDS:
                 self._drop_early()
+            elif early.provisional is not None and not self._early_produced:
+                self._early_produced = True  # once: after a refusal its commit produces it again
+                self._begin(early, [early.provisional])
             return
         if self._grace_deadline is not None:
             return
         f = self._in_flight()
-        if f.on_gpu or f.ahead or self._outcome_due(f, more_than=1):
+        if f.ahead or self._outcome_due(f, more_than=1):
             return  # busy (or outcomes follow each other closely and share one transaction)
+        current = self.current
+        remaining = f.gpu_remaining
+        if f.on_gpu and (f.finishing or not (remaining is not None
+                                             and -pacing.OVERRUN_GRACE_SECONDS < remaining <= pacing.IMMINENT_SECONDS)):
+            # Another result is on its way (they share one transaction), or the job on the GPU is not
+            # about to end (or overran its estimate: its end is unknown).
+            return
         for entries in self.ledger.entries.values():
             job = next((j for j in entries if j.state != "done"), None)
-            if job is None or job.state != "finishing" or job.provisional is None:
+            if job is None or not (job.state == "finishing" or (job is current and f.on_gpu)):
                 continue
-            self._early, self._early_at = job, self.clock()
-            try:
-                self.session.begin({job.tp: job.offset + 1}, [job.provisional])
-            except OutcomeRefused:
-                self._early = None  # rolled back; its commit produces it again and replaces what is refused
-            except TransactionAborted as exc:
-                self._early = None
-                metrics.TRANSACTIONS.labels("aborted").inc()
-                log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
-                self._rewind()
+            self._early, self._early_at, self._early_produced = job, self.clock(), job.provisional is not None
+            self._begin(job, [job.provisional] if job.provisional is not None else [])
             return
+
+    def _begin(self, job: Job, records: list[Outcome]) -> None:
+        try:
+            self.session.begin({job.tp: job.offset + 1}, records)
+        except OutcomeRefused:
+            self._early = None  # rolled back; its commit produces it again and replaces what is refused
+        except TransactionAborted as exc:
+            self._early = None
+            metrics.TRANSACTIONS.labels("aborted").inc()
+            log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
+            self._rewind()
 
     def _outcome_due(self, f: pacing.InFlight, *, more_than: int) -> bool:
         """Are more than ``more_than`` outcomes about to be ready (within the batch window)? Uploads

@@ -506,10 +506,12 @@ class KafkaSession:
                 # trip) and sends them while the offsets go out.
                 gen.produced, gen.refused = records, {}
                 self._produce(gen.producer, records, gen.refused)
-            gen.producer.send_offsets_to_transaction(
-                [TopicPartition(t, p, off) for (t, p), off in offsets.items()],
-                self.consumer.consumer_group_metadata(), self._left(deadline),
-            )
+            rest = {tp: off for tp, off in offsets.items() if gen.open.get(tp) != off}
+            if rest:
+                gen.producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, off) for (t, p), off in rest.items()],
+                    self.consumer.consumer_group_metadata(), self._left(deadline),
+                )
             gen.open.update(offsets)
         except KafkaException as exc:
             self._failed(gen, exc, deadline, gen.refused, served=bool(records))

@@ -12,7 +12,7 @@ from typing import Any
 from processor.audio import encoder_problems
 from processor.engine.base import ProgressCallback, SynthesisSpec, Synthesized
 from processor.errors import ErrorCode, TtsError
-from processor.pacing import INTAKE_LEAD_SECONDS
+from processor.pacing import IMMINENT_SECONDS, INTAKE_LEAD_SECONDS
 from tests.support.rig import Rig
 from tests.support.tone_engine import ToneEngine
 
@@ -145,6 +145,33 @@ def test_an_early_transaction_commits_with_the_result(tmp_path: Path) -> None:
     r.step_until(lambda: r.committed(0) == 1)
     r.stop()
     assert r.session.begins == 1 and r.session.aborted_open == 0 and r.session.early_produced == 1
+    assert [x["request_id"] for x in r.results()] == ["a"]
+
+
+def test_an_idle_worker_sends_the_offset_in_the_jobs_last_milliseconds_and_the_result_once_built(
+        tmp_path: Path) -> None:
+    r, engine, clock = rig(tmp_path)
+    uploading, release = threading.Event(), threading.Event()
+    r.storage.fault = lambda op, key: (uploading.set(), release.wait(10)) if op == "put" else None
+    r.submit(["a"], partition=0, text="HOLD twelve chars")  # 17 characters
+    r.processor.job_length.per_char = 0.1  # as if learned: 1.7 s per request of this length
+    r.start()
+    try:
+        r.step_until(engine.holding.is_set)
+        for _ in range(20):
+            r.processor.run_once()
+        assert r.session.opened is None  # 1.7 s to go: nothing opened yet
+        clock.now += 1.7 - IMMINENT_SECONDS / 2
+        r.step_until(lambda: r.session.opened is not None)
+        assert r.session.opened == {("req", 0): 1} and r.session.produced == ()  # no result yet
+    finally:
+        engine.release.set()
+    r.step_until(lambda: uploading.is_set() and len(r.session.produced) == 1)
+    assert r.committed(0) == 0
+    release.set()
+    r.step_until(lambda: r.committed(0) == 1)
+    r.stop()
+    assert r.session.aborted_open == 0 and r.session.early_produced == 1
     assert [x["request_id"] for x in r.results()] == ["a"]
 
 
