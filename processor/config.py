@@ -124,7 +124,7 @@ class S3Settings(BaseSettings):
     reference_cache_dir: str = Field(default_factory=lambda: os.path.join(_cache_home(), "references"))
     reference_cache_bytes: int = Field(default=2 * 1024**3, ge=0)
     # How long a reference's ETag check stays good: within it, requests for the same object skip the HEAD.
-    reference_revalidate_seconds: float = Field(default=5.0, ge=0)
+    reference_revalidate_seconds: float = Field(default=30.0, ge=0)
 
     def allowed(self) -> frozenset[str]:
         names = {b.strip() for b in self.allowed_buckets.split(",") if b.strip()}

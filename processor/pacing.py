@@ -35,18 +35,20 @@ MAX_AHEAD = 16
 # Finished outcomes wait at most this long for company in one transaction.
 BATCH_WINDOW_SECONDS = 0.05
 # Poll timeouts: while a short stage runs or a job is about to leave the GPU; at most while a job is on
-# the GPU with time to go; with nothing in flight (the liveness tick and health snapshot still run).
+# the GPU with time to go; with nothing in flight (the liveness tick, lag refresh and health snapshot
+# still run: each turn costs CPU, and an idle worker's turns are charged to the requests it gets).
 SHORT_POLL_SECONDS = 0.002
 BUSY_POLL_MAX_SECONDS = 0.5
-IDLE_POLL_SECONDS = 0.5
+IDLE_POLL_SECONDS = 1.0
 # A job that runs past its expected end is polled for at SHORT steps this long, then at OVERRUN steps:
 # a job that is merely a little slower than average is still noticed within milliseconds, one that is
 # much longer (longer text) costs no busy polling.
 OVERRUN_GRACE_SECONDS = 0.05
 OVERRUN_POLL_SECONDS = 0.02
 # A wait on the stage threads (not in poll()) still serves Kafka this often: rebalance callbacks and
-# errors are delivered by poll(), and a revocation should not wait longer than this for them.
-SERVE_KAFKA_SECONDS = 0.2
+# errors are delivered by poll(), and a revocation should not wait longer than this for them (a
+# rebalance takes seconds anyway). Shorter costs turns: with 1 s jobs, intake is paused ~0.9 s of each.
+SERVE_KAFKA_SECONDS = 0.5
 # With intake open, the loop waits on the stage threads (a request arriving meanwhile waits for the
 # wait's end) only this long at a time, and only for an outcome this close: an upload under way, or a
 # job within this of leaving the GPU with nothing behind it.
