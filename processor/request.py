@@ -80,7 +80,7 @@ def check_key(key: str) -> str:
 
 
 def check_bucket(bucket: str) -> str:
-    if not _BUCKET.match(bucket):
+    if not _BUCKET.fullmatch(bucket):
         raise ValueError("invalid bucket name")
     return bucket
 
@@ -90,7 +90,7 @@ def parse_s3_uri(uri: str) -> S3Location:
         scheme = uri.split("://", 1)[0][:16] if "://" in uri else "none"
         raise ValueError(f"only s3:// URIs are accepted (got scheme '{scheme}')")
     bucket, _, key = uri[5:].partition("/")
-    if not _BUCKET.match(bucket):
+    if not _BUCKET.fullmatch(bucket):
         raise ValueError("invalid bucket name in s3 URI")
     if not key or key.endswith("/"):
         raise ValueError("s3 URI must name an object key")
@@ -104,7 +104,7 @@ def check_prefix(prefix: str) -> str:
     if not prefix or len(prefix) > MAX_PREFIX_CHARS:
         raise ValueError(f"prefix must have 1-{MAX_PREFIX_CHARS} characters")
     for seg in prefix.split("/"):
-        if seg in (".", "..") or not _PREFIX_SEGMENT.match(seg):
+        if seg in (".", "..") or not _PREFIX_SEGMENT.fullmatch(seg):
             raise ValueError("prefix segments may use [A-Za-z0-9_.-] (1-64 each), no empty, '.' or '..' segments")
     return prefix
 
@@ -117,7 +117,7 @@ def outcome_id(raw: object, origin: str) -> str:
     hash of the whole, so the producer can still match it. ``origin`` (topic-partition-offset) names
     records without any id.
     """
-    if isinstance(raw, str) and _REQUEST_ID.match(raw):
+    if isinstance(raw, str) and _REQUEST_ID.fullmatch(raw):
         return raw
     if not isinstance(raw, str) or not raw:
         return f"~unidentified~{origin[:200]}"
@@ -197,7 +197,7 @@ class TtsRequest(BaseModel):
     def _voice(cls, v: str) -> str:
         if "://" in v:
             parse_s3_uri(v)
-        elif not _PRESET.match(v):
+        elif not _PRESET.fullmatch(v):
             raise ValueError("must be an s3:// URI or a preset name of [A-Za-z0-9_-], up to 64 chars")
         return v
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from processor.errors import ErrorCode, TtsError
-from processor.request import OutputPolicy, outcome_id, parse_s3_uri, validate_request
+from processor.request import OutputPolicy, check_prefix, outcome_id, parse_s3_uri, validate_request
 
 BASE: dict[str, Any] = {"request_id": "r-1", "text": "hello world", "voice": "s3://voices/alice.wav"}
 
@@ -202,3 +202,16 @@ def test_texts_with_controls_or_nothing_to_speak_are_invalid(text: str, words: s
 @pytest.mark.parametrize("text", ["Hello, мир! 你好 مرحبا 🙂", "line one\nline two\ttabbed", "42"])
 def test_mixed_scripts_and_line_breaks_are_fine(text: str) -> None:
     assert validate_request({**BASE, "text": text}).text == text
+
+
+def test_a_trailing_newline_is_not_part_of_any_name() -> None:
+    """``$`` also matches before a final newline: every name check must match the whole string."""
+    stand_in = outcome_id("r-1\n", "req-0-7")
+    assert stand_in != "r-1\n" and "\n" not in stand_in
+    for uri in ("s3://bucket\n/voice.wav", "s3://bucket/tts\n/voice.wav"):
+        with pytest.raises(ValueError):
+            parse_s3_uri(uri)
+    assert check(voice="narrator\n").code is ErrorCode.INVALID_REQUEST
+    with pytest.raises(ValueError):
+        check_prefix("teams\n")
+    assert check_prefix("teams") == "teams"
