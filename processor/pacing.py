@@ -132,6 +132,8 @@ class Wait:
 
     seconds: float
     on_stages: bool
+    # The wait is for the GPU to take the request ahead of it: the GPU thread signals that too.
+    gpu_start: bool = False
 
 
 def plan_wait(f: InFlight, *, prefetch: int, intake_paused: bool, outcomes_waiting: bool,
@@ -146,6 +148,10 @@ def plan_wait(f: InFlight, *, prefetch: int, intake_paused: bool, outcomes_waiti
     if outcomes_waiting:
         wake = min(wake, window_left)
     remaining = f.gpu_remaining
+    if f.ahead and not f.on_gpu:
+        # The GPU takes it any moment (the GPU thread signals it; this is the backstop), and intake is
+        # decided anew then: the first job's request ahead, the next intake boundary.
+        return Wait(max(SHORT_POLL_SECONDS, min(wake, OVERRUN_POLL_SECONDS)), True, gpu_start=True)
     if f.on_gpu and remaining is None:
         wake = min(wake, OVERRUN_POLL_SECONDS)  # a first job: its length decides when intake resumes
     elif intake_paused and remaining is not None:

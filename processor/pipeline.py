@@ -161,6 +161,7 @@ class Processor:
         # Set by a stage thread when the poll loop has something to do (an outcome; an upload starting
         # while the GPU is idle): ends a wait on the stages (``pacing.plan_wait``) at once.
         self._wake = threading.Event()
+        self._gpu_start_wakes = False  # the poll loop waits for the GPU to take a job (plan_wait)
         self.serve_kafka_seconds = pacing.SERVE_KAFKA_SECONDS
         self._stop = threading.Event()  # asked to stop: drain
         self._halt = threading.Event()  # stage threads: exit now
@@ -353,6 +354,8 @@ class Processor:
                 continue  # dropped (revoked, aborted, draining) before it reached the GPU
             self.gpu_started = self.clock()
             self.current = job
+            if self._gpu_start_wakes:
+                self._wake.set()
             try:
                 with tracing.stage(job.trace, "synthesize") as span:
                     result = self.stages.synthesize(job)
@@ -606,11 +609,15 @@ class Processor:
         if self._ready_since is not None:
             window_left = pacing.BATCH_WINDOW_SECONDS - (self.clock() - self._ready_since)
         paused = bool(self.ledger.paused) and self.ledger.epochs.keys() <= self.ledger.paused
+        # Set before looking: a job the GPU takes after this wakes the wait; one taken before, the look sees.
+        self._gpu_start_wakes = True
         plan = pacing.plan_wait(self._in_flight(), prefetch=self.s.worker.prefetch, intake_paused=paused,
                                 outcomes_waiting=bool(self.ledger.committable(1)), window_left=window_left)
+        self._gpu_start_wakes = plan.gpu_start
         if not plan.on_stages:
             return self.session.poll(plan.seconds)
         self._wake.wait(min(plan.seconds, self.serve_kafka_seconds))
+        self._gpu_start_wakes = False
         return self.session.poll(0)
 
     # librdkafka keeps an application pause on a partition across revoke and re-assign; only resume()

@@ -151,6 +151,16 @@ def test_with_intake_paused_the_loop_waits_on_the_stages_timed_only_for_what_no_
     assert first_job.on_stages and first_job.seconds == OVERRUN_POLL_SECONDS
 
 
+def test_paused_with_a_request_about_to_go_on_the_idle_gpu_the_loop_looks_again_shortly() -> None:
+    """Intake depends on the GPU taking a job (a first job of unknown length gets one request queued
+    behind it): sleeping through it stalled start-up by a second. The GPU thread signals it."""
+    for preparing in (0, 1):
+        about_to_start = plan_wait(InFlight(ahead=1, preparing=preparing), prefetch=1, intake_paused=True,
+                                   outcomes_waiting=False)
+        assert about_to_start.on_stages and about_to_start.gpu_start
+        assert about_to_start.seconds == OVERRUN_POLL_SECONDS  # a backstop: the GPU thread signals it
+
+
 def test_paused_a_hair_before_the_boundary_still_wakes_at_once() -> None:
     just_inside = busy(1.0 - LEAD + 0.0001, expected=1.0)
     assert plan_wait(just_inside, prefetch=1, intake_paused=True, outcomes_waiting=False).seconds == SHORT_POLL_SECONDS

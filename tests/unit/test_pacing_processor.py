@@ -144,7 +144,9 @@ def test_an_early_transaction_commits_with_the_result(tmp_path: Path) -> None:
     release.set()
     r.step_until(lambda: r.committed(0) == 1)
     r.stop()
-    assert r.session.begins == 1 and r.session.aborted_open == 0 and r.session.early_produced == 1
+    # One begin call, or two when the loop saw the job finishing before its result was built (the
+    # offset first, then the result): either way one transaction, never rolled back.
+    assert r.session.begins in (1, 2) and r.session.aborted_open == 0 and r.session.early_produced == 1
     assert [x["request_id"] for x in r.results()] == ["a"]
 
 
