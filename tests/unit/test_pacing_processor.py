@@ -46,6 +46,33 @@ def rig(tmp_path: Path, **kw: Any) -> tuple[Rig, GatedEngine, Clock]:
     return Rig(tmp_path, engine=engine, clock=clock, **kw), engine, clock
 
 
+def held_puts(r: Rig, fail: Exception | None = None) -> tuple[threading.Event, threading.Event]:
+    """Every upload waits for ``release`` (``uploading`` says one is waiting), then fails with ``fail``
+    if given."""
+    uploading, release = threading.Event(), threading.Event()
+
+    def put(op: str, key: str) -> None:
+        if op == "put":
+            uploading.set()
+            assert release.wait(10)
+            if fail is not None:
+                raise fail
+
+    r.storage.fault = put
+    return uploading, release
+
+
+def hold_a_job_of_known_length(r: Rig, engine: GatedEngine, names: list[str]) -> None:
+    """Requests of 17 characters on partition 0, as if 1.7 s per request were learned; the first is
+    held on the GPU, and the loop has turned 20 times since."""
+    r.submit(names, partition=0, text="HOLD twelve chars")
+    r.processor.job_length.per_char = 0.1
+    r.start()
+    r.step_until(engine.holding.is_set)
+    for _ in range(20):
+        r.processor.run_once()
+
+
 def test_a_lone_outcome_commits_without_waiting_for_the_batch_window(tmp_path: Path) -> None:
     r, engine, _ = rig(tmp_path)
     r.submit(["held"], partition=1, text="HOLD this one on the GPU")
@@ -90,13 +117,8 @@ def test_one_request_waits_ahead_of_the_first_job_of_unknown_length(tmp_path: Pa
 
 def test_the_next_request_is_taken_only_when_the_job_on_the_gpu_is_about_to_end(tmp_path: Path) -> None:
     r, engine, clock = rig(tmp_path)
-    r.submit(["a", "b"], partition=0, text="HOLD twelve chars")  # 17 characters
-    r.processor.job_length.per_char = 0.1  # as if learned: 1.7 s per request of this length
-    r.start()
     try:
-        r.step_until(engine.holding.is_set)
-        for _ in range(20):
-            r.processor.run_once()
+        hold_a_job_of_known_length(r, engine, ["a", "b"])
         assert r.processor.ledger.in_flight() == 1
         clock.now += 1.7 - INTAKE_LEAD_SECONDS + 0.01
         r.step_until(lambda: r.processor.ledger.in_flight() == 2)
@@ -108,14 +130,7 @@ def test_the_next_request_is_taken_only_when_the_job_on_the_gpu_is_about_to_end(
 
 def test_the_transaction_opens_while_the_upload_runs_and_a_revoke_rolls_it_back(tmp_path: Path) -> None:
     r, _, _ = rig(tmp_path)
-    uploading, release = threading.Event(), threading.Event()
-
-    def slow_put(op: str, key: str) -> None:
-        if op == "put":
-            uploading.set()
-            assert release.wait(10)
-
-    r.storage.fault = slow_put
+    uploading, release = held_puts(r)
     r.submit(["a"], partition=0)
     r.start()
     try:
@@ -134,8 +149,7 @@ def test_the_transaction_opens_while_the_upload_runs_and_a_revoke_rolls_it_back(
 
 def test_an_early_transaction_commits_with_the_result(tmp_path: Path) -> None:
     r, _, _ = rig(tmp_path)
-    uploading, release = threading.Event(), threading.Event()
-    r.storage.fault = lambda op, key: (uploading.set(), release.wait(10)) if op == "put" else None
+    uploading, release = held_puts(r)
     r.submit(["a"], partition=0)
     r.start()
     r.step_until(lambda: uploading.is_set() and r.session.opened is not None)
@@ -153,15 +167,9 @@ def test_an_early_transaction_commits_with_the_result(tmp_path: Path) -> None:
 def test_an_idle_worker_sends_the_offset_in_the_jobs_last_milliseconds_and_the_result_once_built(
         tmp_path: Path) -> None:
     r, engine, clock = rig(tmp_path)
-    uploading, release = threading.Event(), threading.Event()
-    r.storage.fault = lambda op, key: (uploading.set(), release.wait(10)) if op == "put" else None
-    r.submit(["a"], partition=0, text="HOLD twelve chars")  # 17 characters
-    r.processor.job_length.per_char = 0.1  # as if learned: 1.7 s per request of this length
-    r.start()
+    uploading, release = held_puts(r)
     try:
-        r.step_until(engine.holding.is_set)
-        for _ in range(20):
-            r.processor.run_once()
+        hold_a_job_of_known_length(r, engine, ["a"])
         assert r.session.opened is None  # 1.7 s to go: nothing opened yet
         clock.now += 1.7 - IMMINENT_SECONDS / 2
         r.step_until(lambda: r.session.opened is not None)
@@ -180,15 +188,7 @@ def test_an_idle_worker_sends_the_offset_in_the_jobs_last_milliseconds_and_the_r
 def test_an_upload_failing_after_its_result_went_early_commits_the_error_and_never_the_success(
         tmp_path: Path) -> None:
     r, _, _ = rig(tmp_path)
-    uploading, release = threading.Event(), threading.Event()
-
-    def refused_put(op: str, key: str) -> None:
-        if op == "put":
-            uploading.set()
-            assert release.wait(10)
-            raise TtsError(ErrorCode.STORAGE_REJECTED, "refused (403 AccessDenied)")
-
-    r.storage.fault = refused_put
+    uploading, release = held_puts(r, TtsError(ErrorCode.STORAGE_REJECTED, "refused (403 AccessDenied)"))
     r.submit(["a"], partition=0)
     r.start()
     r.step_until(lambda: uploading.is_set() and len(r.session.produced) == 1)
