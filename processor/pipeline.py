@@ -57,8 +57,10 @@ log = logging.getLogger(__name__)
 
 Q = TypeVar("Q")
 # A transaction opened early (``Session.begin``) for a job whose upload then takes this long (storage
-# retries) is rolled back and the job committed the ordinary way, far inside transaction.timeout.ms.
-EARLY_TRANSACTION_MAX_SECONDS = 10.0
+# retries; an upload takes milliseconds) is rolled back and the job committed the ordinary way. Kept
+# short: once the result is produced into it, read_committed readers of that result partition wait
+# behind the open transaction (its first record holds the partition's last stable offset).
+EARLY_TRANSACTION_MAX_SECONDS = 2.0
 LAG_REFRESH_SECONDS = 1.0
 # A turn that changed nothing health reports refreshes the snapshot at most this often (liveness
 # reads its last_tick against limits of seconds); a turn that changed something publishes at once.
@@ -182,6 +184,7 @@ class Processor:
         self._early: Job | None = None
         self._early_at = 0.0
         self._early_produced = False
+        self._early_expired: Job | None = None
         self._changed = True  # this turn changed what the snapshot shows
         self._published_at = float("-inf")
 
@@ -420,6 +423,7 @@ class Processor:
         if early is not None:
             if early.state == "dropped" or self.clock() - self._early_at > EARLY_TRANSACTION_MAX_SECONDS:
                 self._drop_early()
+                self._early_expired = early  # not opened again for it: it commits the ordinary way
             elif early.provisional is not None and not self._early_produced:
                 self._early_produced = True  # once: after a refusal its commit produces it again
                 self._begin(early, [early.provisional])
@@ -438,7 +442,8 @@ class Processor:
             return
         for entries in self.ledger.entries.values():
             job = next((j for j in entries if j.state != "done"), None)
-            if job is None or not (job.state == "finishing" or (job is current and f.on_gpu)):
+            if job is None or job is self._early_expired or not (
+                    job.state == "finishing" or (job is current and f.on_gpu)):
                 continue
             self._early, self._early_at, self._early_produced = job, self.clock(), job.provisional is not None
             self._begin(job, [job.provisional] if job.provisional is not None else [])

@@ -13,6 +13,7 @@ from processor.audio import encoder_problems
 from processor.engine.base import ProgressCallback, SynthesisSpec, Synthesized
 from processor.errors import ErrorCode, TtsError
 from processor.pacing import IMMINENT_SECONDS, INTAKE_LEAD_SECONDS
+from processor.pipeline import EARLY_TRANSACTION_MAX_SECONDS
 from tests.support.rig import Rig
 from tests.support.tone_engine import ToneEngine
 
@@ -183,6 +184,29 @@ def test_an_idle_worker_sends_the_offset_in_the_jobs_last_milliseconds_and_the_r
     r.stop()
     assert r.session.aborted_open == 0 and r.session.early_produced == 1
     assert [x["request_id"] for x in r.results()] == ["a"]
+
+
+def test_an_early_transaction_outliving_a_slow_upload_is_rolled_back_and_the_job_commits_once(
+        tmp_path: Path) -> None:
+    """Its produced result holds the partition's last stable offset for read_committed readers: an
+    upload in retries must not keep it open."""
+    r, _, clock = rig(tmp_path)
+    uploading, release = held_puts(r)
+    r.submit(["a"], partition=0)
+    r.start()
+    r.step_until(lambda: uploading.is_set() and len(r.session.produced) == 1)
+    clock.now += EARLY_TRANSACTION_MAX_SECONDS + 0.1
+    r.step_until(lambda: r.session.opened is None)
+    begins = r.session.begins
+    for _ in range(20):
+        r.processor.run_once()
+    # Not opened again for the same job: it would hold the partition again, every 2 s of retries.
+    assert r.session.opened is None and r.session.begins == begins and r.session.aborted_open == 1
+    assert r.committed(0) == 0
+    release.set()
+    r.step_until(lambda: r.committed(0) == 1)
+    r.stop()
+    assert r.session.early_produced == 0 and [x["request_id"] for x in r.results()] == ["a"]
 
 
 def test_an_upload_failing_after_its_result_went_early_commits_the_error_and_never_the_success(
