@@ -46,9 +46,10 @@ IDLE_POLL_SECONDS = 1.0
 OVERRUN_GRACE_SECONDS = 0.05
 OVERRUN_POLL_SECONDS = 0.02
 # A wait on the stage threads (not in poll()) still serves Kafka this often: rebalance callbacks and
-# errors are delivered by poll(), and a revocation should not wait longer than this for them (a
-# rebalance takes seconds anyway). Shorter costs turns: with 1 s jobs, intake is paused ~0.9 s of each.
-SERVE_KAFKA_SECONDS = 0.5
+# errors are delivered by poll(), and each step of a cooperative rebalance waits for them. At 0.5 s a
+# second member's join took tens of seconds in one full-suite run; 0.1 s keeps rebalances close to a
+# loop that blocks in poll(), for a few cheap turns per long job (intake is paused ~0.9 s of a 1 s job).
+SERVE_KAFKA_SECONDS = 0.1
 # With intake open, the loop waits on the stage threads (a request arriving meanwhile waits for the
 # wait's end) only this long at a time, and only for an outcome this close: an upload under way, or a
 # job within this of leaving the GPU with nothing behind it.
