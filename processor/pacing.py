@@ -13,13 +13,10 @@ on the GPU, a clock), so a test drives them with numbers instead of sleeps:
   transaction only while more are about to be ready (a record was just taken and more may be queued
   behind it, or an upload is under way), and never longer than the batch window. A lone result
   commits at once; under load results still share transactions.
-- **Sleep until something is due, and be woken by what cannot be timed.** ``poll()`` returns at once
-  when a request arrives, but nothing else can wake it (confluent-kafka exposes no wake-up). So while
-  no request can arrive (intake paused) or none is worth taking before the outcome in hand (intake
-  open, nothing ahead of the GPU, an upload or the job's last milliseconds under way), the loop waits
-  on the stage threads' signal instead and serves Kafka with ``poll(0)`` after it (``plan_wait``);
-  otherwise it blocks in ``poll()`` with short steps only while a prepare step runs, an upload is due
-  to end or a job is due to leave the GPU, long ones otherwise.
+- **Sleep until something is due.** The poll loop blocks in ``poll()`` (which returns at once when a
+  request arrives) for as long as nothing else can happen: short steps only while a prepare step runs,
+  an upload is due to end (from the average encode + upload time) or a job is due to leave the GPU,
+  long ones otherwise.
 """
 
 from __future__ import annotations
@@ -35,25 +32,15 @@ MAX_AHEAD = 16
 # Finished outcomes wait at most this long for company in one transaction.
 BATCH_WINDOW_SECONDS = 0.05
 # Poll timeouts: while a short stage runs or a job is about to leave the GPU; at most while a job is on
-# the GPU with time to go; with nothing in flight (the liveness tick, lag refresh and health snapshot
-# still run: each turn costs CPU, and an idle worker's turns are charged to the requests it gets).
+# the GPU with time to go; with nothing in flight (the liveness tick and health snapshot still run).
 SHORT_POLL_SECONDS = 0.002
 BUSY_POLL_MAX_SECONDS = 0.5
-IDLE_POLL_SECONDS = 1.0
+IDLE_POLL_SECONDS = 0.5
 # A job that runs past its expected end is polled for at SHORT steps this long, then at OVERRUN steps:
 # a job that is merely a little slower than average is still noticed within milliseconds, one that is
 # much longer (longer text) costs no busy polling.
 OVERRUN_GRACE_SECONDS = 0.05
 OVERRUN_POLL_SECONDS = 0.02
-# A wait on the stage threads (not in poll()) still serves Kafka this often: rebalance callbacks and
-# errors are delivered by poll(), and each step of a cooperative rebalance waits for them. At 0.5 s a
-# second member's join took tens of seconds in one full-suite run; 0.1 s keeps rebalances close to a
-# loop that blocks in poll(), for a few cheap turns per long job (intake is paused ~0.9 s of a 1 s job).
-SERVE_KAFKA_SECONDS = 0.1
-# With intake open, the loop waits on the stage threads (a request arriving meanwhile waits for the
-# wait's end) only this long at a time, and only for an outcome this close: an upload under way, or a
-# job within this of leaving the GPU with nothing behind it.
-IMMINENT_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -126,49 +113,6 @@ def commit_now(ready: int, *, max_batch: int, waited: float, more_coming: bool, 
     return force or ready >= max_batch or not more_coming or waited >= BATCH_WINDOW_SECONDS
 
 
-@dataclass(frozen=True)
-class Wait:
-    """How the poll loop waits for its next turn: on the stage threads' signal, then ``poll(0)``
-    (``on_stages``), or in ``poll(seconds)``."""
-
-    seconds: float
-    on_stages: bool
-    # The wait is for the GPU to take the request ahead of it: the GPU thread signals that too.
-    gpu_start: bool = False
-
-
-def plan_wait(f: InFlight, *, prefetch: int, intake_paused: bool, outcomes_waiting: bool,
-              window_left: float = 0.0, lead: float = INTAKE_LEAD_SECONDS) -> Wait:
-    """How to wait: on the stage threads when no request can come (intake paused) or none is worth
-    taking before the outcome at hand; in ``poll()`` otherwise. A stage signal (an outcome, an upload
-    starting with the GPU idle) ends a wait on the stages at once, so such a wait is timed only for
-    what no thread signals: the batch window closing, intake due to resume, a first job's length."""
-    if not intake_paused and (f.ahead or not (f.finishing or _due(f, IMMINENT_SECONDS))):
-        return Wait(poll_timeout(f, prefetch=prefetch, outcomes_waiting=outcomes_waiting, lead=lead), False)
-    wake = BUSY_POLL_MAX_SECONDS if f.total else IDLE_POLL_SECONDS
-    if outcomes_waiting:
-        wake = min(wake, window_left)
-    remaining = f.gpu_remaining
-    if f.ahead and not f.on_gpu:
-        # The GPU takes it any moment (the GPU thread signals it; this is the backstop), and intake is
-        # decided anew then: the first job's request ahead, the next intake boundary.
-        return Wait(max(SHORT_POLL_SECONDS, min(wake, OVERRUN_POLL_SECONDS)), True, gpu_start=True)
-    if f.on_gpu and remaining is None:
-        wake = min(wake, OVERRUN_POLL_SECONDS)  # a first job: its length decides when intake resumes
-    elif intake_paused and remaining is not None:
-        if f.ahead < ahead_wanted(f, prefetch, lead):
-            wake = SHORT_POLL_SECONDS  # due already (this turn ran a hair early): the next flow control resumes
-        elif f.ahead < prefetch:
-            wake = min(wake, remaining - lead)  # intake resumes then
-    cap = SERVE_KAFKA_SECONDS if intake_paused else IMMINENT_SECONDS
-    return Wait(max(SHORT_POLL_SECONDS, min(wake, cap)), True)
-
-
-def _due(f: InFlight, within: float) -> bool:
-    remaining = f.gpu_remaining
-    return remaining is not None and remaining <= within
-
-
 def poll_timeout(f: InFlight, *, prefetch: int, outcomes_waiting: bool, intake_paused: bool = False,
                  lead: float = INTAKE_LEAD_SECONDS) -> float:
     """How long the next ``poll()`` may block. It returns early when a request arrives; a stage
@@ -187,8 +131,6 @@ def poll_timeout(f: InFlight, *, prefetch: int, outcomes_waiting: bool, intake_p
             wake = min(wake, OVERRUN_POLL_SECONDS)
         elif remaining <= 0:
             wake = min(wake, SHORT_POLL_SECONDS if -remaining < OVERRUN_GRACE_SECONDS else OVERRUN_POLL_SECONDS)
-        elif not f.ahead and remaining > IMMINENT_SECONDS and not intake_paused:
-            wake = min(wake, remaining - IMMINENT_SECONDS)  # then the loop waits on the stages (plan_wait)
         elif f.ahead < prefetch and remaining > lead:
             wake = min(wake, remaining - lead)  # intake resumes then
         elif intake_paused and f.ahead < ahead_wanted(f, prefetch, lead):

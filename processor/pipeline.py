@@ -31,7 +31,6 @@ broker fences a zombie's offsets with the group generation as a second line of d
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import queue
 import threading
@@ -57,10 +56,8 @@ log = logging.getLogger(__name__)
 
 Q = TypeVar("Q")
 # A transaction opened early (``Session.begin``) for a job whose upload then takes this long (storage
-# retries; an upload takes milliseconds) is rolled back and the job committed the ordinary way. Kept
-# short: once the result is produced into it, read_committed readers of that result partition wait
-# behind the open transaction (its first record holds the partition's last stable offset).
-EARLY_TRANSACTION_MAX_SECONDS = 2.0
+# retries) is rolled back and the job committed the ordinary way, far inside transaction.timeout.ms.
+EARLY_TRANSACTION_MAX_SECONDS = 10.0
 LAG_REFRESH_SECONDS = 1.0
 # A turn that changed nothing health reports refreshes the snapshot at most this often (liveness
 # reads its last_tick against limits of seconds); a turn that changed something publishes at once.
@@ -160,11 +157,6 @@ class Processor:
         self._gpu_q: queue.Queue[Job | None] = queue.Queue(maxsize=1)
         self._finish_q: queue.Queue[tuple[Job, Synthesized] | None] = queue.Queue(maxsize=1)
         self._done: queue.Queue[tuple[Job, Outcome]] = queue.Queue()
-        # Set by a stage thread when the poll loop has something to do (an outcome; an upload starting
-        # while the GPU is idle): ends a wait on the stages (``pacing.plan_wait``) at once.
-        self._wake = threading.Event()
-        self._gpu_start_wakes = False  # the poll loop waits for the GPU to take a job (plan_wait)
-        self.serve_kafka_seconds = pacing.SERVE_KAFKA_SECONDS
         self._stop = threading.Event()  # asked to stop: drain
         self._halt = threading.Event()  # stage threads: exit now
         self._threads: list[threading.Thread] = []
@@ -183,8 +175,6 @@ class Processor:
         self._took_record = False
         self._early: Job | None = None
         self._early_at = 0.0
-        self._early_produced = False
-        self._early_expired: Job | None = None
         self._changed = True  # this turn changed what the snapshot shows
         self._published_at = float("-inf")
 
@@ -192,7 +182,6 @@ class Processor:
 
     def request_stop(self) -> None:
         self._stop.set()
-        self._wake.set()
 
     def run(self, *, on_tick: Callable[[], None] | None = None) -> None:
         """Serve until ``request_stop``; then drain within the grace period and leave the group."""
@@ -220,15 +209,12 @@ class Processor:
             self.ledger.drain()
         if self._grace_deadline is not None and (not self.ledger.busy() or self.clock() >= self._grace_deadline):
             return False
-        record = self._wait()
+        record = self.session.poll(self._poll_timeout())
         self.last_tick = self.clock()
         self._took_record = record is not None
-        self._changed |= self._took_record  # still set if the last turn ended early (a take)
-        if record is not None and self._take(record):
-            # Handed to the prepare thread, which needs the GIL now: the rest of this turn (outcomes,
-            # commits, health) waits for the next one, which comes at once if anything is ready.
-            self._flow_control()
-            return True
+        self._changed = self._took_record
+        if record is not None:
+            self._take(record)
         self._collect_done()
         self._retry_seeks()
         self._commit_ready(force=self._grace_deadline is not None)
@@ -237,7 +223,6 @@ class Processor:
             self._progress_at = self.last_tick
         self._flow_control()
         self._publish(changed=self._changed)
-        self._changed = False
         return True
 
     def stop(self) -> None:
@@ -264,18 +249,17 @@ class Processor:
 
     # ------------------------------------------------------------------ intake (poll thread)
 
-    def _take(self, record: Record) -> bool:
-        """Record a request in the ledger and decode it; True if it went on to the prepare thread."""
+    def _take(self, record: Record) -> None:
         job = Job(tp=record.tp, offset=record.offset, key=record.key, received=self.clock())
         if not self.ledger.accept(job):
-            return False  # not ours, draining, rewinding, or a re-delivery after pause/resume
+            return  # not ours, draining, rewinding, or a re-delivery after pause/resume
         job.marks["polled"] = time.perf_counter()
         self._last_delivery[job.tp] = self.clock()
         stand_in = self._stand_ins.get((job.tp, job.offset))
         if stand_in is not None:  # its own outcome was refused for good before: not worth redoing
             job.fallback_used = True
             self.ledger.complete(job, stand_in)
-            return False
+            return
         try:
             outcome = self.stages.intake(job, record)
         except RegistryUnavailable as exc:
@@ -284,19 +268,13 @@ class Processor:
             log.warning("%s; rewinding to the committed offsets", exc)
             self._rewind()
             time.sleep(REGISTRY_RETRY_SECONDS)
-            return False
+            return
         if outcome is not None:
             self.ledger.complete(job, outcome)
-            return False
-        self._prepare_q.put(job)
-        return True
-
-    def _deliver(self, job: Job, outcome: Outcome) -> None:
-        self._done.put((job, outcome))
-        self._wake.set()
+        else:
+            self._prepare_q.put(job)
 
     def _collect_done(self) -> None:
-        self._wake.clear()  # before draining: whatever is put after this sets it again
         while True:
             try:
                 job, outcome = self._done.get_nowait()
@@ -347,7 +325,7 @@ class Processor:
                 outcome = self.stages.prepare(job)
                 tracing.outcome(span, outcome)
             if outcome is not None:
-                self._deliver(job, outcome)
+                self._done.put((job, outcome))
             else:
                 self._hand_on(self._gpu_q, job)
 
@@ -357,8 +335,6 @@ class Processor:
                 continue  # dropped (revoked, aborted, draining) before it reached the GPU
             self.gpu_started = self.clock()
             self.current = job
-            if self._gpu_start_wakes:
-                self._wake.set()
             try:
                 with tracing.stage(job.trace, "synthesize") as span:
                     result = self.stages.synthesize(job)
@@ -366,7 +342,7 @@ class Processor:
             finally:
                 self.current = None
             if isinstance(result, Outcome):
-                self._deliver(job, result)
+                self._done.put((job, result))
             elif result is not None:
                 self.job_length.observe(job.stage_seconds["synthesis"], len(job.request.text) if job.request else 1)
                 self.job_seconds.observe(job.stage_seconds["synthesis"], 1)
@@ -377,18 +353,12 @@ class Processor:
             if not job.advance("finishing"):
                 continue
             with tracing.stage(job.trace, "store") as span:
-                outcome = self.stages.finish(job, synth, built=functools.partial(self._built, job))
+                outcome = self.stages.finish(job, synth)
                 tracing.outcome(span, outcome)
             if "finish_start" in job.marks:
                 self.finish_length.observe(time.perf_counter() - job.marks["finish_start"], 1)
             if outcome is not None:
-                self._deliver(job, outcome)
-
-    def _built(self, job: Job, outcome: Outcome) -> None:
-        """The finish thread built the job's result; its upload starts now."""
-        job.provisional = outcome
-        if self.current is None and self._gpu_q.empty():
-            self._wake.set()  # the GPU is idle: the poll loop puts the result in a transaction now (_begin_early)
+                self._done.put((job, outcome))
 
     # ------------------------------------------------------------------ the checkpoint
 
@@ -407,58 +377,37 @@ class Processor:
             self._commit(ready)
 
     def _begin_early(self) -> None:
-        """Open the transaction before the result is due: begin and send the job's offset in the last
-        milliseconds of its synthesis (AddOffsetsToTxn, TxnOffsetCommit), then produce its result as
-        soon as it is built, before the upload (AddPartitionsToTxn, Produce). The commit after the
-        upload then only ends the transaction (EndTxn: ~0.7 ms instead of ~3.8 ms with the produce, on
-        the local stack), and only two round trips share the CPU with the upload. Only for the first
-        unfinished job of its partition, one at a time; nothing of it is visible before the commit,
-        and ``Session.commit`` rolls it back if the commit does not name the same offsets and result
-        (an upload that failed commits an error outcome instead).
+        """Open the transaction while a job uploads: begin + send its offset (two broker round trips)
+        overlap the upload, and its commit then only produces the result and ends the transaction.
+        Only for the first unfinished job of its partition, one at a time; nothing of it is visible
+        before the commit, and ``Session.commit`` rolls it back if the commit does not cover it.
 
         Only while nothing else is in flight (an idle worker, where the result's latency is what a
-        caller waits for): with requests waiting for the GPU, the commit's latency costs the GPU
+        caller waits for): with a job on the GPU or waiting for it, the commit's latency costs the GPU
         nothing, and one transactional call per result instead of two saves the worker CPU."""
         early = self._early
         if early is not None:
             if early.state == "dropped" or self.clock() - self._early_at > EARLY_TRANSACTION_MAX_SECONDS:
                 self._drop_early()
-                self._early_expired = early  # not opened again for it: it commits the ordinary way
-            elif early.provisional is not None and not self._early_produced:
-                self._early_produced = True  # once: after a refusal its commit produces it again
-                self._begin(early, [early.provisional])
             return
         if self._grace_deadline is not None:
             return
         f = self._in_flight()
-        if f.ahead or self._outcome_due(f, more_than=1):
+        if f.on_gpu or f.ahead or self._outcome_due(f, more_than=1):
             return  # busy (or outcomes follow each other closely and share one transaction)
-        current = self.current
-        remaining = f.gpu_remaining
-        if f.on_gpu and (f.finishing or not (remaining is not None
-                                             and -pacing.OVERRUN_GRACE_SECONDS < remaining <= pacing.IMMINENT_SECONDS)):
-            # Another result is on its way (they share one transaction), or the job on the GPU is not
-            # about to end (or overran its estimate: its end is unknown).
-            return
         for entries in self.ledger.entries.values():
             job = next((j for j in entries if j.state != "done"), None)
-            if job is None or job is self._early_expired or not (
-                    job.state == "finishing" or (job is current and f.on_gpu)):
+            if job is None or job.state != "finishing":
                 continue
-            self._early, self._early_at, self._early_produced = job, self.clock(), job.provisional is not None
-            self._begin(job, [job.provisional] if job.provisional is not None else [])
+            self._early, self._early_at = job, self.clock()
+            try:
+                self.session.begin({job.tp: job.offset + 1})
+            except TransactionAborted as exc:
+                self._early = None
+                metrics.TRANSACTIONS.labels("aborted").inc()
+                log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
+                self._rewind()
             return
-
-    def _begin(self, job: Job, records: list[Outcome]) -> None:
-        try:
-            self.session.begin({job.tp: job.offset + 1}, records)
-        except OutcomeRefused:
-            self._early = None  # rolled back; its commit produces it again and replaces what is refused
-        except TransactionAborted as exc:
-            self._early = None
-            metrics.TRANSACTIONS.labels("aborted").inc()
-            log.warning("transaction aborted (%s); rewinding to the committed offsets", exc)
-            self._rewind()
 
     def _outcome_due(self, f: pacing.InFlight, *, more_than: int) -> bool:
         """Are more than ``more_than`` outcomes about to be ready (within the batch window)? Uploads
@@ -605,25 +554,10 @@ class Processor:
                                finish_remaining=finish_remaining if finishing else None,
                                typical_job=self.job_seconds.expected(1))
 
-    def _wait(self) -> Record | None:
-        """Wait for the next turn (``pacing.plan_wait``): in poll(), or on the stage threads and then
-        poll(0), which serves Kafka's callbacks and takes a request if one came meanwhile."""
-        if self._wake.is_set():  # an outcome came during the last turn
-            return self.session.poll(0)
-        window_left = 0.0
-        if self._ready_since is not None:
-            window_left = pacing.BATCH_WINDOW_SECONDS - (self.clock() - self._ready_since)
-        paused = bool(self.ledger.paused) and self.ledger.epochs.keys() <= self.ledger.paused
-        # Set before looking: a job the GPU takes after this wakes the wait; one taken before, the look sees.
-        self._gpu_start_wakes = True
-        plan = pacing.plan_wait(self._in_flight(), prefetch=self.s.worker.prefetch, intake_paused=paused,
-                                outcomes_waiting=bool(self.ledger.committable(1)), window_left=window_left)
-        self._gpu_start_wakes = plan.gpu_start
-        if not plan.on_stages:
-            return self.session.poll(plan.seconds)
-        self._wake.wait(min(plan.seconds, self.serve_kafka_seconds))
-        self._gpu_start_wakes = False
-        return self.session.poll(0)
+    def _poll_timeout(self) -> float:
+        return pacing.poll_timeout(self._in_flight(), prefetch=self.s.worker.prefetch,
+                                   outcomes_waiting=bool(self.ledger.committable(1)),
+                                   intake_paused=bool(self.ledger.paused))
 
     # librdkafka keeps an application pause on a partition across revoke and re-assign; only resume()
     # clears it (seek does not). So every assignment change resumes the partitions it touches: a pause

@@ -105,7 +105,6 @@ class Rig:
         # Tests stop hundreds of processors: a stage thread waiting for room in the next queue looks
         # for the stop signal every 5 ms instead of 100 ms, so no stop() waits on it.
         self.processor.stage_wake_seconds = 0.005
-        self.processor.serve_kafka_seconds = 0.005
         self.n = 0
 
     @property

@@ -11,9 +11,7 @@ from typing import Any
 
 from processor.audio import encoder_problems
 from processor.engine.base import ProgressCallback, SynthesisSpec, Synthesized
-from processor.errors import ErrorCode, TtsError
-from processor.pacing import IMMINENT_SECONDS, INTAKE_LEAD_SECONDS
-from processor.pipeline import EARLY_TRANSACTION_MAX_SECONDS
+from processor.pacing import INTAKE_LEAD_SECONDS
 from tests.support.rig import Rig
 from tests.support.tone_engine import ToneEngine
 
@@ -45,33 +43,6 @@ def rig(tmp_path: Path, **kw: Any) -> tuple[Rig, GatedEngine, Clock]:
     encoder_problems()  # once per process, as the worker does at start-up: not inside a timed step
     engine, clock = GatedEngine(), Clock()
     return Rig(tmp_path, engine=engine, clock=clock, **kw), engine, clock
-
-
-def held_puts(r: Rig, fail: Exception | None = None) -> tuple[threading.Event, threading.Event]:
-    """Every upload waits for ``release`` (``uploading`` says one is waiting), then fails with ``fail``
-    if given."""
-    uploading, release = threading.Event(), threading.Event()
-
-    def put(op: str, key: str) -> None:
-        if op == "put":
-            uploading.set()
-            assert release.wait(10)
-            if fail is not None:
-                raise fail
-
-    r.storage.fault = put
-    return uploading, release
-
-
-def hold_a_job_of_known_length(r: Rig, engine: GatedEngine, names: list[str]) -> None:
-    """Requests of 17 characters on partition 0, as if 1.7 s per request were learned; the first is
-    held on the GPU, and the loop has turned 20 times since."""
-    r.submit(names, partition=0, text="HOLD twelve chars")
-    r.processor.job_length.per_char = 0.1
-    r.start()
-    r.step_until(engine.holding.is_set)
-    for _ in range(20):
-        r.processor.run_once()
 
 
 def test_a_lone_outcome_commits_without_waiting_for_the_batch_window(tmp_path: Path) -> None:
@@ -118,8 +89,13 @@ def test_one_request_waits_ahead_of_the_first_job_of_unknown_length(tmp_path: Pa
 
 def test_the_next_request_is_taken_only_when_the_job_on_the_gpu_is_about_to_end(tmp_path: Path) -> None:
     r, engine, clock = rig(tmp_path)
+    r.submit(["a", "b"], partition=0, text="HOLD twelve chars")  # 17 characters
+    r.processor.job_length.per_char = 0.1  # as if learned: 1.7 s per request of this length
+    r.start()
     try:
-        hold_a_job_of_known_length(r, engine, ["a", "b"])
+        r.step_until(engine.holding.is_set)
+        for _ in range(20):
+            r.processor.run_once()
         assert r.processor.ledger.in_flight() == 1
         clock.now += 1.7 - INTAKE_LEAD_SECONDS + 0.01
         r.step_until(lambda: r.processor.ledger.in_flight() == 2)
@@ -131,7 +107,14 @@ def test_the_next_request_is_taken_only_when_the_job_on_the_gpu_is_about_to_end(
 
 def test_the_transaction_opens_while_the_upload_runs_and_a_revoke_rolls_it_back(tmp_path: Path) -> None:
     r, _, _ = rig(tmp_path)
-    uploading, release = held_puts(r)
+    uploading, release = threading.Event(), threading.Event()
+
+    def slow_put(op: str, key: str) -> None:
+        if op == "put":
+            uploading.set()
+            assert release.wait(10)
+
+    r.storage.fault = slow_put
     r.submit(["a"], partition=0)
     r.start()
     try:
@@ -150,79 +133,16 @@ def test_the_transaction_opens_while_the_upload_runs_and_a_revoke_rolls_it_back(
 
 def test_an_early_transaction_commits_with_the_result(tmp_path: Path) -> None:
     r, _, _ = rig(tmp_path)
-    uploading, release = held_puts(r)
+    uploading, release = threading.Event(), threading.Event()
+    r.storage.fault = lambda op, key: (uploading.set(), release.wait(10)) if op == "put" else None
     r.submit(["a"], partition=0)
     r.start()
     r.step_until(lambda: uploading.is_set() and r.session.opened is not None)
-    # The result went into the transaction with the offset, before the upload ended.
-    assert len(r.session.produced) == 1 and r.committed(0) == 0
     release.set()
     r.step_until(lambda: r.committed(0) == 1)
     r.stop()
-    # One begin call, or two when the loop saw the job finishing before its result was built (the
-    # offset first, then the result): either way one transaction, never rolled back.
-    assert r.session.begins in (1, 2) and r.session.aborted_open == 0 and r.session.early_produced == 1
+    assert r.session.begins == 1 and r.session.aborted_open == 0
     assert [x["request_id"] for x in r.results()] == ["a"]
-
-
-def test_an_idle_worker_sends_the_offset_in_the_jobs_last_milliseconds_and_the_result_once_built(
-        tmp_path: Path) -> None:
-    r, engine, clock = rig(tmp_path)
-    uploading, release = held_puts(r)
-    try:
-        hold_a_job_of_known_length(r, engine, ["a"])
-        assert r.session.opened is None  # 1.7 s to go: nothing opened yet
-        clock.now += 1.7 - IMMINENT_SECONDS / 2
-        r.step_until(lambda: r.session.opened is not None)
-        assert r.session.opened == {("req", 0): 1} and r.session.produced == ()  # no result yet
-    finally:
-        engine.release.set()
-    r.step_until(lambda: uploading.is_set() and len(r.session.produced) == 1)
-    assert r.committed(0) == 0
-    release.set()
-    r.step_until(lambda: r.committed(0) == 1)
-    r.stop()
-    assert r.session.aborted_open == 0 and r.session.early_produced == 1
-    assert [x["request_id"] for x in r.results()] == ["a"]
-
-
-def test_an_early_transaction_outliving_a_slow_upload_is_rolled_back_and_the_job_commits_once(
-        tmp_path: Path) -> None:
-    """Its produced result holds the partition's last stable offset for read_committed readers: an
-    upload in retries must not keep it open."""
-    r, _, clock = rig(tmp_path)
-    uploading, release = held_puts(r)
-    r.submit(["a"], partition=0)
-    r.start()
-    r.step_until(lambda: uploading.is_set() and len(r.session.produced) == 1)
-    clock.now += EARLY_TRANSACTION_MAX_SECONDS + 0.1
-    r.step_until(lambda: r.session.opened is None)
-    begins = r.session.begins
-    for _ in range(20):
-        r.processor.run_once()
-    # Not opened again for the same job: it would hold the partition again, every 2 s of retries.
-    assert r.session.opened is None and r.session.begins == begins and r.session.aborted_open == 1
-    assert r.committed(0) == 0
-    release.set()
-    r.step_until(lambda: r.committed(0) == 1)
-    r.stop()
-    assert r.session.early_produced == 0 and [x["request_id"] for x in r.results()] == ["a"]
-
-
-def test_an_upload_failing_after_its_result_went_early_commits_the_error_and_never_the_success(
-        tmp_path: Path) -> None:
-    r, _, _ = rig(tmp_path)
-    uploading, release = held_puts(r, TtsError(ErrorCode.STORAGE_REJECTED, "refused (403 AccessDenied)"))
-    r.submit(["a"], partition=0)
-    r.start()
-    r.step_until(lambda: uploading.is_set() and len(r.session.produced) == 1)
-    release.set()
-    r.step_until(lambda: r.committed(0) == 1)
-    r.stop()
-    assert r.session.aborted_open == 1 and r.session.early_produced == 0
-    [result] = r.results()
-    assert result["request_id"] == "a" and result["status"] == "error"
-    assert result["error_code"] == "storage_rejected"
 
 
 class TwoGates(ToneEngine):
@@ -268,7 +188,7 @@ def test_no_early_transaction_while_the_gpu_has_work(tmp_path: Path) -> None:
 
 
 def test_a_turn_that_changes_nothing_keeps_the_snapshot_until_time_passes(tmp_path: Path) -> None:
-    r, engine, clock = rig(tmp_path)
+    r, _, clock = rig(tmp_path)
     r.start()
     for _ in range(3):
         r.processor.run_once()
@@ -282,13 +202,9 @@ def test_a_turn_that_changes_nothing_keeps_the_snapshot_until_time_passes(tmp_pa
     r.processor.run_once()
     assert r.processor.snapshot.thread_failure == "gpu thread died: test"
     r.processor.thread_failure = None
-    # A record taken changes what health shows: published by the next turn (the take's own turn ends
-    # early, for the prepare thread), however little time passed.
-    r.submit(["a"], partition=0, text="HOLD it in flight")
+    r.submit(["a"], partition=0)  # a record taken changes what health shows: published that turn
     r.step_until(lambda: r.processor.ledger.in_flight() == 1)
-    r.processor.run_once()
     assert r.processor.snapshot.in_flight == 1
-    engine.release.set()
     r.step_until(lambda: r.committed(0) == 1)
     assert r.processor.snapshot.counters.done == 1
     r.stop()
