@@ -214,7 +214,7 @@ class Ledger(Generic[E]):
         return sum(1 for entries in self.entries.values() for e in entries if e.live)
 
     def busy(self) -> bool:
-        return self.in_flight() > 0
+        return any(e.live for entries in self.entries.values() for e in entries)
 
     def flow(self, limit: int) -> FlowDecision:
         """Pause every partition once more than ``limit`` requests are in flight (or when draining);

@@ -15,8 +15,9 @@ on the GPU, a clock), so a test drives them with numbers instead of sleeps:
   commits at once; under load results still share transactions.
 - **Sleep until something is due.** The poll loop blocks in ``poll()`` (which returns at once when a
   request arrives) for as long as nothing else can happen: short steps only while a prepare step runs,
-  an upload is due to end (from the average encode + upload time) or a job is due to leave the GPU,
-  long ones otherwise.
+  an upload is due to end (from the average encode + upload time) or a job is due to leave the GPU
+  with nothing queued behind it (with one queued, the GPU takes it by itself, and the loop sleeps on
+  until the leaving job is due to be stored), long ones otherwise.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class InFlight:
     gpu_expected: float | None = None  # how long it is expected to take (None: nothing known yet)
     finish_remaining: float | None = None  # until the first finishing job is expected done (None: unknown)
     typical_job: float | None = None  # what a job has been taking lately (None: nothing known yet)
+    finish_expected: float | None = None  # what encode + upload take lately, low-biased (None: unknown)
 
     @property
     def total(self) -> int:
@@ -139,6 +141,11 @@ def poll_timeout(f: InFlight, *, prefetch: int, outcomes_waiting: bool, intake_p
             # wait for the next request in one 1 s job in three; a short poll lets the flow control
             # that follows it resume intake now. (Resumed, a record wakes poll() by itself.)
             wake = SHORT_POLL_SECONDS
+        elif f.ahead and f.finish_expected is not None:
+            # The GPU takes the next job by itself, and with one queued no early transaction opens
+            # (``Processor._begin_early``): nothing is due when this job leaves the GPU, only its
+            # commit once stored. Waking at the job's end as well was one turn per request for nothing.
+            wake = min(wake, remaining + f.finish_expected)
         else:
             wake = min(wake, remaining)
     return max(SHORT_POLL_SECONDS, wake)

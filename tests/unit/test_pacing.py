@@ -80,6 +80,21 @@ def test_poll_wakes_when_intake_is_due_to_resume_and_when_the_job_is_due_to_end(
     assert poll_timeout(busy(0.0, expected=5.0), prefetch=1, outcomes_waiting=False) == BUSY_POLL_MAX_SECONDS
 
 
+def test_with_a_job_queued_behind_it_the_loop_sleeps_through_a_jobs_end_until_it_is_due_stored() -> None:
+    """The GPU takes the queued job by itself; the leaving job needs the loop only once stored (its
+    commit). Alone, the loop wakes at the job's end: the worker is about to be idle and its early
+    transaction opens while the upload runs."""
+    queued = InFlight(on_gpu=True, gpu_elapsed=0.1, gpu_expected=0.2, ahead=1, finish_expected=0.008)
+    assert poll_timeout(queued, prefetch=1, outcomes_waiting=False) == pytest.approx(0.108)
+    alone = InFlight(on_gpu=True, gpu_elapsed=0.1, gpu_expected=0.2, finish_expected=0.008)
+    assert poll_timeout(alone, prefetch=1, outcomes_waiting=False) == pytest.approx(0.1)
+    # Nothing known yet of how long storing takes: the job's end, as before.
+    assert poll_timeout(busy(0.1, expected=0.2, ahead=1), prefetch=1, outcomes_waiting=False) == pytest.approx(0.1)
+    # Past its expected end it is watched as any overrunning job.
+    late = InFlight(on_gpu=True, gpu_elapsed=0.21, gpu_expected=0.2, ahead=1, finish_expected=0.008)
+    assert poll_timeout(late, prefetch=1, outcomes_waiting=False) == SHORT_POLL_SECONDS
+
+
 def test_intake_due_but_not_taken_yet_is_polled_for_not_slept_through() -> None:
     """The loop wakes at the lead boundary, but poll() can return a hair early, so that turn's flow
     control still saw the job outside the lead and resumed nothing. The next poll must be short, so
