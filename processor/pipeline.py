@@ -212,9 +212,9 @@ class Processor:
             self._grace_deadline = self.clock() + self.s.worker.shutdown_grace_seconds
             log.info("draining: taking no new work, finishing the current job")
             self.ledger.drain()
+            self._flight = None
         if self._grace_deadline is not None and (not self.ledger.busy() or self.clock() >= self._grace_deadline):
             return False
-        self._flight = None
         record = self.session.poll(self._poll_timeout())
         self._flight = None
         self.last_tick = self.clock()
@@ -526,7 +526,6 @@ class Processor:
         decision = self.ledger.flow(self.intake_limit())
         self.session.pause(decision.pause)
         self.session.resume(decision.resume)
-        self._changed |= bool(decision.pause or decision.resume)
 
     def intake_limit(self) -> int:
         """Pause intake above this many in flight: WORKER_PREFETCH requests ahead of the GPU, taken just
@@ -572,7 +571,9 @@ class Processor:
                                typical_job=self.job_seconds.expected(1), finish_expected=expected_finish)
 
     def _poll_timeout(self) -> float:
-        return pacing.poll_timeout(self._count_in_flight(), prefetch=self.s.worker.prefetch,
+        # The count this turn's decisions used (stage threads may have moved on since: at worst a short
+        # poll too many), counted afresh only when nothing counted it this turn.
+        return pacing.poll_timeout(self._in_flight(), prefetch=self.s.worker.prefetch,
                                    outcomes_waiting=bool(self.ledger.committable(1)),
                                    intake_paused=bool(self.ledger.paused))
 
