@@ -42,6 +42,8 @@ IDLE_POLL_SECONDS = 0.5
 # much longer (longer text) costs no busy polling.
 OVERRUN_GRACE_SECONDS = 0.05
 OVERRUN_POLL_SECONDS = 0.02
+# How far past the intake boundary the loop wakes for it (poll() rounds its timeout down to a millisecond).
+BOUNDARY_MARGIN_SECONDS = 0.0015
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,10 @@ def poll_timeout(f: InFlight, *, prefetch: int, outcomes_waiting: bool, intake_p
         elif remaining <= 0:
             wake = min(wake, SHORT_POLL_SECONDS if -remaining < OVERRUN_GRACE_SECONDS else OVERRUN_POLL_SECONDS)
         elif f.ahead < prefetch and remaining > lead:
-            wake = min(wake, remaining - lead)  # intake resumes then
+            # Intake resumes then. poll() takes whole milliseconds and can return up to one early, when
+            # the flow control after it would still see the job outside the lead and resume nothing
+            # (then the branch below polls short once more): wake just past the boundary instead.
+            wake = min(wake, remaining - lead + BOUNDARY_MARGIN_SECONDS)
         elif intake_paused and f.ahead < ahead_wanted(f, prefetch, lead):
             # Intake is due but still paused: this turn's flow control ran a hair before the boundary
             # (poll() returns up to a millisecond early). Sleeping to the job's end here made the GPU

@@ -3,10 +3,13 @@ sleep until something is due. Plain numbers in, decisions out: no clock, no Kafk
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from processor.pacing import (
     BATCH_WINDOW_SECONDS,
+    BOUNDARY_MARGIN_SECONDS,
     BUSY_POLL_MAX_SECONDS,
     IDLE_POLL_SECONDS,
     INTAKE_LEAD_SECONDS,
@@ -74,7 +77,11 @@ def test_poll_sleeps_long_when_idle_and_short_while_a_short_stage_runs() -> None
 
 
 def test_poll_wakes_when_intake_is_due_to_resume_and_when_the_job_is_due_to_end() -> None:
-    assert poll_timeout(busy(0.0, expected=0.2), prefetch=1, outcomes_waiting=False) == pytest.approx(0.2 - LEAD)
+    wake = poll_timeout(busy(0.0, expected=0.2), prefetch=1, outcomes_waiting=False)
+    assert wake == pytest.approx(0.2 - LEAD + BOUNDARY_MARGIN_SECONDS)
+    # poll() rounds its timeout down to whole milliseconds: woken that early, intake is still due
+    # (woken exactly at the boundary, the flow control after it resumed nothing, and a turn was lost).
+    assert ahead_wanted(busy(math.floor(wake * 1000) / 1000, expected=0.2), prefetch=1) == 1
     # A request is already waiting ahead (prepared): wake when the job is due to end.
     assert poll_timeout(busy(0.1, expected=0.2, ahead=1), prefetch=1, outcomes_waiting=False) == pytest.approx(0.1)
     assert poll_timeout(busy(0.0, expected=5.0), prefetch=1, outcomes_waiting=False) == BUSY_POLL_MAX_SECONDS
