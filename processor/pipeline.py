@@ -219,9 +219,13 @@ class Processor:
         self._flight = None
         self.last_tick = self.clock()
         self._took_record = record is not None
-        self._changed = self._took_record
-        if record is not None:
-            self._take(record)
+        self._changed |= self._took_record  # still set when the last turn ended early (a take)
+        if record is not None and self._take(record):
+            # Handed to the prepare thread, which needs the GIL now: the rest of this turn (outcomes,
+            # commits, health) waits for the next one, a short poll away while a prepare step runs.
+            # Flow control can't wait: it bounds how many takes come in a row.
+            self._flow_control()
+            return True
         self._collect_done()
         self._retry_seeks()
         self._commit_ready(force=self._grace_deadline is not None)
@@ -230,6 +234,7 @@ class Processor:
             self._progress_at = self.last_tick
         self._flow_control()
         self._publish(changed=self._changed)
+        self._changed = False
         return True
 
     def stop(self) -> None:
@@ -256,17 +261,18 @@ class Processor:
 
     # ------------------------------------------------------------------ intake (poll thread)
 
-    def _take(self, record: Record) -> None:
+    def _take(self, record: Record) -> bool:
+        """Take a delivered record; True when it went to the prepare thread."""
         job = Job(tp=record.tp, offset=record.offset, key=record.key, received=self.clock())
         if not self.ledger.accept(job):
-            return  # not ours, draining, rewinding, or a re-delivery after pause/resume
+            return False  # not ours, draining, rewinding, or a re-delivery after pause/resume
         job.marks["polled"] = time.perf_counter()
         self._last_delivery[job.tp] = self.clock()
         stand_in = self._stand_ins.get((job.tp, job.offset))
         if stand_in is not None:  # its own outcome was refused for good before: not worth redoing
             job.fallback_used = True
             self.ledger.complete(job, stand_in)
-            return
+            return False
         try:
             outcome = self.stages.intake(job, record)
         except RegistryUnavailable as exc:
@@ -275,11 +281,12 @@ class Processor:
             log.warning("%s; rewinding to the committed offsets", exc)
             self._rewind()
             time.sleep(REGISTRY_RETRY_SECONDS)
-            return
+            return False
         if outcome is not None:
             self.ledger.complete(job, outcome)
-        else:
-            self._prepare_q.put(job)
+            return False
+        self._prepare_q.put(job)
+        return True
 
     def _collect_done(self) -> None:
         if not self._done.queue:  # most turns: nothing finished (an unlocked look; a miss waits one turn)

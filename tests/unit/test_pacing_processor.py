@@ -188,7 +188,7 @@ def test_no_early_transaction_while_the_gpu_has_work(tmp_path: Path) -> None:
 
 
 def test_a_turn_that_changes_nothing_keeps_the_snapshot_until_time_passes(tmp_path: Path) -> None:
-    r, _, clock = rig(tmp_path)
+    r, engine, clock = rig(tmp_path)
     r.start()
     for _ in range(3):
         r.processor.run_once()
@@ -202,9 +202,13 @@ def test_a_turn_that_changes_nothing_keeps_the_snapshot_until_time_passes(tmp_pa
     r.processor.run_once()
     assert r.processor.snapshot.thread_failure == "gpu thread died: test"
     r.processor.thread_failure = None
-    r.submit(["a"], partition=0)  # a record taken changes what health shows: published that turn
+    # A record taken changes what health shows: published by the next turn (the take's own turn ends
+    # early, for the prepare thread), however little time passed.
+    r.submit(["a"], partition=0, text="HOLD it in flight")
     r.step_until(lambda: r.processor.ledger.in_flight() == 1)
+    r.processor.run_once()
     assert r.processor.snapshot.in_flight == 1
+    engine.release.set()
     r.step_until(lambda: r.committed(0) == 1)
     assert r.processor.snapshot.counters.done == 1
     r.stop()
