@@ -65,6 +65,8 @@ LAG_REFRESH_SECONDS = 1.0
 # reads its last_tick against limits of seconds); a turn that changed something publishes at once.
 SNAPSHOT_SECONDS = 0.1
 SEEK_RETRY_SECONDS = 1.0
+# A turn's count of what is in flight is reused for its decisions only while it is this fresh.
+FLIGHT_STALE_SECONDS = 0.0005
 # A registry outage pauses intake this long per attempt (the record is redone, not dead-lettered).
 REGISTRY_RETRY_SECONDS = 1.0
 # A stage thread waiting for room in the next stage's queue looks this often whether it should stop.
@@ -189,6 +191,7 @@ class Processor:
         # This turn's view of what is in flight (``_in_flight``): counted once after the turn's intake
         # and collection, not once per decision (it was ~18 % of the poll thread's CPU).
         self._flight: pacing.InFlight | None = None
+        self._flight_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -563,8 +566,12 @@ class Processor:
 
     def _in_flight(self) -> pacing.InFlight:
         f = self._flight
-        if f is None:
-            f = self._flight = self._count_in_flight()
+        now = time.perf_counter()
+        # Counted again after a blocking call (a commit or begin takes milliseconds): its times (the
+        # job's elapsed time on the GPU, an upload's remaining time) would be that much stale.
+        if f is None or now - self._flight_at > FLIGHT_STALE_SECONDS:
+            f, self._flight_at = self._count_in_flight(), now
+            self._flight = f
         return f
 
     def _count_in_flight(self) -> pacing.InFlight:

@@ -6,6 +6,7 @@ opened while a job uploads."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from processor.audio import encoder_problems
 from processor.engine.base import ProgressCallback, SynthesisSpec, Synthesized
 from processor.errors import ErrorCode, TtsError
 from processor.pacing import INTAKE_LEAD_SECONDS
-from processor.pipeline import EARLY_TRANSACTION_MAX_SECONDS
+from processor.pipeline import EARLY_TRANSACTION_MAX_SECONDS, FLIGHT_STALE_SECONDS
 from tests.support.rig import Rig
 from tests.support.tone_engine import ToneEngine
 
@@ -270,3 +271,13 @@ def test_a_turn_that_changes_nothing_keeps_the_snapshot_until_time_passes(tmp_pa
     r.step_until(lambda: r.committed(0) == 1)
     assert r.processor.snapshot.counters.done == 1
     r.stop()
+
+
+def test_a_turns_count_of_what_is_in_flight_is_reused_only_while_fresh(tmp_path: Path) -> None:
+    """Counted once per turn, but counted again after a blocking call (a commit or an early begin
+    takes milliseconds): a stale count made the loop sleep that much past an upload's end."""
+    r, _, _ = rig(tmp_path)
+    first = r.processor._in_flight()
+    assert r.processor._in_flight() is first
+    time.sleep(FLIGHT_STALE_SECONDS * 2)
+    assert r.processor._in_flight() is not first
