@@ -412,7 +412,8 @@ def check_kafka(settings: Settings, min_partitions: int | None, timeout: float) 
 def check_s3(settings: Settings, timeout: float) -> list[Check]:
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    from processor.storage import s3_client
+    from processor.errors import TtsError
+    from processor.storage import Storage, s3_client
 
     s = settings.s3
     client = s3_client(s, connect_timeout=min(timeout, 5.0), read_timeout=timeout)
@@ -443,21 +444,24 @@ def check_s3(settings: Settings, timeout: float) -> list[Check]:
     out = [Check("s3 bucket", "pass", f"{bucket} at {where}")]
     key = f".doctor/probe-{uuid.uuid4().hex}"
     body = f"tts-processor doctor probe {time.time()}".encode()
-    step = "put"
+    step = f"put ({s.writer})"
     try:
-        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/plain")
+        # Through the writer the worker stores results with (S3_WRITER), configured as the worker's is.
+        writer = s.model_copy(update={"connect_timeout_seconds": min(timeout, 5.0), "call_timeout_seconds": timeout})
+        Storage(writer).put(bucket, key, body, content_type="text/plain", metadata={})
         step = "get"
         got = client.get_object(Bucket=bucket, Key=key)["Body"].read()
         if got != body:
             raise ValueError("read back different bytes")
         step = "delete"
         client.delete_object(Bucket=bucket, Key=key)
-    except (ClientError, BotoCoreError, ValueError) as exc:
-        detail = code(exc) if isinstance(exc, ClientError) else f"{type(exc).__name__}: {exc}"
+    except (ClientError, BotoCoreError, ValueError, TtsError) as exc:
+        detail = (code(exc) if isinstance(exc, ClientError) else exc.message if isinstance(exc, TtsError)
+                  else f"{type(exc).__name__}: {exc}")
         return [*out, Check("s3 permissions", "fail", f"{step} of s3://{bucket}/{key} failed: {detail}"[:300],
                             "workers need s3:PutObject, s3:GetObject and s3:DeleteObject (for this probe) "
                             "on the bucket")]
-    out.append(Check("s3 permissions", "pass", f"put, get and delete of a probe object in {bucket}"))
+    out.append(Check("s3 permissions", "pass", f"put ({s.writer}), get and delete of a probe object in {bucket}"))
     return out
 
 

@@ -187,6 +187,8 @@ Secret values are only ever referenced through secretKeyRef.
   value: {{ .Values.s3.callTimeoutSeconds | quote }}
 - name: S3_VERIFY_TLS
   value: {{ .Values.s3.verifyTls | toString | quote }}
+- name: S3_WRITER
+  value: {{ .Values.s3.writer | quote }}
 {{- if .Values.s3.caSecret }}
 - name: S3_CA_BUNDLE
   value: {{ include "tts-processor.s3CaPath" . | quote }}
