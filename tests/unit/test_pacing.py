@@ -85,6 +85,9 @@ def test_poll_wakes_when_intake_is_due_to_resume_and_when_the_job_is_due_to_end(
     # A request is already waiting ahead (prepared): wake when the job is due to end.
     assert poll_timeout(busy(0.1, expected=0.2, ahead=1), prefetch=1, outcomes_waiting=False) == pytest.approx(0.1)
     assert poll_timeout(busy(0.0, expected=5.0), prefetch=1, outcomes_waiting=False) == BUSY_POLL_MAX_SECONDS
+    # A 1 s job: one sleep to its intake boundary (each turn costs CPU), not two half-second steps.
+    assert poll_timeout(busy(0.0, expected=1.0), prefetch=1, outcomes_waiting=False) == pytest.approx(
+        1.0 - LEAD + BOUNDARY_MARGIN_SECONDS)
 
 
 def test_with_a_job_queued_behind_it_the_loop_sleeps_through_a_jobs_end_until_it_is_due_stored() -> None:

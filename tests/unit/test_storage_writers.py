@@ -67,8 +67,10 @@ def s3() -> Iterator[_S3]:
 
 
 def _storage(endpoint: str, writer: str) -> Storage:
+    # A generous total budget: boto3 backs off up to 2 s before retrying a 429 or 503, and a write cut
+    # off by the budget says "no answer" instead of what the server answered.
     st = Storage(S3Settings(endpoint_url=endpoint, access_key_id=KEY_ID, secret_access_key=SECRET, writer=writer,
-                            connect_timeout_seconds=1, read_timeout_seconds=2, call_timeout_seconds=3))
+                            connect_timeout_seconds=1, read_timeout_seconds=5, call_timeout_seconds=20))
     assert (st._writer is not None) is (writer == "obstore")
     return st
 
