@@ -634,10 +634,10 @@ class Processor:
         for tp in tps:
             self._last_delivery.pop(tp, None)
             self._lags.pop(tp, None)
-            self._lags_view = tuple(sorted(self._lags.items()))
             self._known_committed.pop(tp, None)
             with contextlib.suppress(KeyError):
                 metrics.QUEUE_LAG.remove(tp[0], str(tp[1]))
+        self._lags_view = tuple(sorted(self._lags.items()))
         self._changed = True
         self.assignment_changed.set()
 
