@@ -38,7 +38,7 @@ SHORT_POLL_SECONDS = 0.002
 # Each turn costs ~0.4 ms of CPU (measured: ~0.1 ms in poll() itself, the rest the turn's bookkeeping),
 # so the two long waits are 1 s, not 0.5: at one request a second or at 1 s jobs that is one turn per
 # request less. Rebalance callbacks and arriving requests end a wait at once either way; the health
-# events have their own thread; liveness allows 60 s.
+# events have their own thread; the poll loop waits at most a quarter of the liveness limit (60 s).
 BUSY_POLL_MAX_SECONDS = 1.0
 IDLE_POLL_SECONDS = 1.0
 # A job that runs past its expected end is polled for at SHORT steps this long, then at OVERRUN steps:

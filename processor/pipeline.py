@@ -587,9 +587,12 @@ class Processor:
     def _poll_timeout(self) -> float:
         # The count this turn's decisions used (stage threads may have moved on since: at worst a short
         # poll too many), counted afresh only when nothing counted it this turn.
-        return pacing.poll_timeout(self._in_flight(), prefetch=self.s.worker.prefetch,
+        wait = pacing.poll_timeout(self._in_flight(), prefetch=self.s.worker.prefetch,
                                    outcomes_waiting=bool(self.ledger.committable(1)),
                                    intake_paused=bool(self.ledger.paused))
+        # Liveness fails when the loop has not ticked for WORKER_LIVENESS_STALL_SECONDS: however short
+        # that is set, an idle loop ticks four times within it.
+        return min(wait, self.s.worker.liveness_stall_seconds / 4)
 
     # librdkafka keeps an application pause on a partition across revoke and re-assign; only resume()
     # clears it (seek does not). So every assignment change resumes the partitions it touches: a pause

@@ -224,3 +224,18 @@ def test_a_turns_count_of_what_is_in_flight_is_reused_only_while_fresh(tmp_path:
     assert r.processor._in_flight() is first
     time.sleep(FLIGHT_STALE_SECONDS * 2)
     assert r.processor._in_flight() is not first
+
+
+def test_an_idle_loop_ticks_well_within_a_short_liveness_limit(tmp_path: Path) -> None:
+    """The long waits are 1 s (each turn costs CPU), but liveness fails after
+    WORKER_LIVENESS_STALL_SECONDS without a tick: set shorter, the waits shrink with it."""
+    r, _, _ = rig(tmp_path)
+    r.start()
+    r.processor.run_once()
+    assert r.processor._poll_timeout() == 1.0  # idle, the default 60 s limit
+    r.stop()
+    short, _, _ = rig(tmp_path / "short", liveness_stall_seconds=1.0)
+    short.start()
+    short.processor.run_once()
+    assert short.processor._poll_timeout() == 0.25
+    short.stop()
