@@ -119,7 +119,10 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
                                  "interval_silence_ms", "output_bucket", "output_key_prefix", "workflow_id",
                                  "stage_name", "deadline", "created_at")}, **record}
     codecs = make_codecs(settings)
-    started = datetime.now(UTC)
+    # Where the result partitions end before the request is sent: its result can only come after.
+    # (Looking up offsets by time after sending raced a fast worker: a result committed between the
+    # lookup and the fallback to the then-current end was skipped.)
+    start = result_ends(settings) if args.wait else None
     producer = Producer({**settings.kafka.librdkafka_common(), "enable.idempotence": True})
     # A trace per request (the caller's, or a new one): the worker continues it, and the id printed
     # here finds the request's spans and its result, progress and dead-letter records.
@@ -136,7 +139,7 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
           f"(trace {tracing.trace_id([('traceparent', traceparent)])})", file=sys.stderr)
     if not args.wait:
         return 0
-    for rec in consume(settings, "results", from_beginning=False, timeout=args.timeout, since=started):
+    for rec in consume(settings, "results", from_beginning=False, timeout=args.timeout, start=start):
         if rec.get("request_id") == req.request_id:
             print(to_json(rec))
             return 0 if rec.get("status") == "success" else 1
@@ -144,30 +147,40 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     return 1
 
 
+def _reader(settings: Settings, *, earliest: bool) -> Consumer:
+    return Consumer({
+        **settings.kafka.librdkafka_common(), "group.id": f"tts-cli-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest" if earliest else "latest",
+        "enable.auto.commit": False, "isolation.level": "read_committed",
+    })
+
+
+def result_ends(settings: Settings) -> dict[int, int]:
+    """Each result partition's end (its last stable offset, as a read_committed reader sees it) now."""
+    topic = settings.kafka.result_topic
+    consumer = _reader(settings, earliest=True)
+    try:
+        md = consumer.list_topics(topic, timeout=10).topics[topic]
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions}
+    finally:
+        consumer.close()
+
+
 def consume(settings: Settings, kind: str, *, from_beginning: bool, timeout: float | None,
-            since: datetime | None = None) -> Iterator[dict[str, Any]]:
-    """Yield decoded events (read_committed) until ``timeout`` seconds pass without one."""
+            start: dict[int, int] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield decoded events (read_committed) until ``timeout`` seconds pass without one; from the
+    given offsets per partition when ``start`` is set."""
     from processor.wire import make_codecs, topic_of
 
     topic = topic_of(CODEC_OF[kind], settings.kafka)
     codec = make_codecs(settings)[CODEC_OF[kind]]
-    consumer = Consumer({
-        **settings.kafka.librdkafka_common(), "group.id": f"tts-cli-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest" if from_beginning or since else "latest",
-        "enable.auto.commit": False, "isolation.level": "read_committed",
-    })
-    if since is None:
+    consumer = _reader(settings, earliest=from_beginning or start is not None)
+    if start is None:
         consumer.subscribe([topic])
     else:
-        # Look up offsets by time so `submit --wait` never misses a fast result. Manual assignment
-        # only: a subscribe() here would start a group join whose late revoke clears the assignment.
-        md = consumer.list_topics(topic, timeout=10).topics[topic]
-        ms = int(since.timestamp() * 1000) - 5000
-        tps = consumer.offsets_for_times([TopicPartition(topic, p, ms) for p in md.partitions], timeout=10)
-        for tp in tps:
-            if tp.offset < 0:  # nothing that recent yet: start at the current end
-                tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[1]
-        consumer.assign(tps)
+        # Manual assignment only: a subscribe() here would start a group join whose late revoke
+        # clears the assignment.
+        consumer.assign([TopicPartition(topic, p, off) for p, off in start.items()])
     last = time.monotonic()
     try:
         while timeout is None or time.monotonic() - last < timeout:
