@@ -31,6 +31,7 @@ broker fences a zombie's offsets with the group generation as a second line of d
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -56,8 +57,9 @@ log = logging.getLogger(__name__)
 
 Q = TypeVar("Q")
 # A transaction opened early (``Session.begin``) for a job whose upload then takes this long (storage
-# retries) is rolled back and the job committed the ordinary way, far inside transaction.timeout.ms.
-EARLY_TRANSACTION_MAX_SECONDS = 10.0
+# retries) is rolled back and the job committed the ordinary way: its result, produced into it, holds
+# the result partition's last stable offset, so read_committed readers wait behind it until then.
+EARLY_TRANSACTION_MAX_SECONDS = 2.0
 LAG_REFRESH_SECONDS = 1.0
 # A turn that changed nothing health reports refreshes the snapshot at most this often (liveness
 # reads its last_tick against limits of seconds); a turn that changed something publishes at once.
@@ -179,6 +181,11 @@ class Processor:
         self._took_record = False
         self._early: Job | None = None
         self._early_at = 0.0
+        # The job whose early transaction was rolled back for taking too long: not opened again for it.
+        self._early_expired: Job | None = None
+        # An idle worker's job is finishing and its result is not built yet: the loop looks again soon,
+        # to put it in a transaction while the upload runs.
+        self._early_wanted = False
         self._changed = True  # this turn changed what the snapshot shows
         self._published_at = float("-inf")
         # This turn's view of what is in flight (``_in_flight``): counted once after the turn's intake
@@ -373,12 +380,17 @@ class Processor:
             if not job.advance("finishing"):
                 continue
             with tracing.stage(job.trace, "store") as span:
-                outcome = self.stages.finish(job, synth)
+                outcome = self.stages.finish(job, synth, built=functools.partial(self._built, job))
                 tracing.outcome(span, outcome)
             if "finish_start" in job.marks:
                 self.finish_length.observe(time.perf_counter() - job.marks["finish_start"], 1)
             if outcome is not None:
                 self._done.put((job, outcome))
+
+    @staticmethod
+    def _built(job: Job, outcome: Outcome) -> None:
+        """The finish thread built the job's result; its upload starts now (``_begin_early``)."""
+        job.provisional = outcome
 
     # ------------------------------------------------------------------ the checkpoint
 
@@ -397,18 +409,23 @@ class Processor:
             self._commit(ready)
 
     def _begin_early(self) -> None:
-        """Open the transaction while a job uploads: begin + send its offset (two broker round trips)
-        overlap the upload, and its commit then only produces the result and ends the transaction.
-        Only for the first unfinished job of its partition, one at a time; nothing of it is visible
-        before the commit, and ``Session.commit`` rolls it back if the commit does not cover it.
+        """Open the transaction while a job uploads: begin, produce its result (built before the upload:
+        every key is content-addressed) and send its offset. librdkafka's round trips for these
+        (AddPartitionsToTxn, Produce, AddOffsetsToTxn, TxnOffsetCommit) overlap the upload, and its
+        commit then only ends the transaction (EndTxn). Only for the first unfinished job of its
+        partition, one at a time; nothing of it is visible before the commit, and ``Session.commit``
+        rolls it back if the commit does not name the same offsets and result (an upload that failed
+        commits an error outcome instead).
 
         Only while nothing else is in flight (an idle worker, where the result's latency is what a
         caller waits for): with a job on the GPU or waiting for it, the commit's latency costs the GPU
         nothing, and one transactional call per result instead of two saves the worker CPU."""
+        self._early_wanted = False
         early = self._early
         if early is not None:
             if early.state == "dropped" or self.clock() - self._early_at > EARLY_TRANSACTION_MAX_SECONDS:
                 self._drop_early()
+                self._early_expired = early  # not opened again for it: it commits the ordinary way
             return
         if self._grace_deadline is not None:
             return
@@ -417,11 +434,16 @@ class Processor:
             return  # busy (or outcomes follow each other closely and share one transaction)
         for entries in self.ledger.entries.values():
             job = next((j for j in entries if j.state != "done"), None)
-            if job is None or job.state != "finishing":
+            if job is None or job.state != "finishing" or job is self._early_expired:
+                continue
+            if job.provisional is None:
+                self._early_wanted = True  # its result is being built (encode): look again in a moment
                 continue
             self._early, self._early_at = job, self.clock()
             try:
-                self.session.begin({job.tp: job.offset + 1})
+                self.session.begin({job.tp: job.offset + 1}, [job.provisional])
+            except OutcomeRefused:
+                self._early = None  # rolled back; its commit produces it again and replaces what is refused
             except TransactionAborted as exc:
                 self._early = None
                 metrics.TRANSACTIONS.labels("aborted").inc()
@@ -585,6 +607,8 @@ class Processor:
                                typical_job=self.job_seconds.expected(1), finish_expected=expected_finish)
 
     def _poll_timeout(self) -> float:
+        if self._early_wanted:
+            return pacing.SHORT_POLL_SECONDS
         # The count this turn's decisions used (stage threads may have moved on since: at worst a short
         # poll too many), counted afresh only when nothing counted it this turn.
         wait = pacing.poll_timeout(self._in_flight(), prefetch=self.s.worker.prefetch,

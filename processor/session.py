@@ -141,11 +141,12 @@ class Session(Protocol):
         """Move each partition back to its committed offset; returns those it could not (mid-rebalance,
         coordinator unavailable): the caller must take nothing from them until a later try succeeds."""
 
-    def begin(self, offsets: dict[TP, int]) -> None:
-        """Open the transaction now and send these offsets in it: the slow half of the checkpoint,
-        done while the job's upload still runs. Nothing is visible until ``commit``, which must then
-        cover these offsets (or later ones); otherwise it aborts this transaction first. Raises
-        TransactionAborted / FatalKafkaError like ``commit``."""
+    def begin(self, offsets: dict[TP, int], records: Sequence[OutRecord] = ()) -> None:
+        """Open the transaction now, send these offsets in it and produce these records: the slow part
+        of the checkpoint, done while the job's upload still runs. Nothing is visible until
+        ``commit``, which must then cover these offsets (or later ones) and name exactly these records
+        (the same objects: they are not produced twice); otherwise it aborts this transaction first.
+        Raises TransactionAborted / OutcomeRefused / FatalKafkaError like ``commit``."""
 
     def abort_open(self) -> None:
         """Roll back a transaction opened by ``begin`` (nothing of it was visible)."""
@@ -234,6 +235,10 @@ class _Generation:
         self.number = number
         self.thread = _CallThread(f"kafka-txn-{number}")
         self.open: dict[TP, int] | None = None  # the open transaction's offsets already sent (begin)
+        # The records begin() produced into the open transaction, and what the broker refused of them
+        # (by index, filled in by their delivery reports).
+        self.produced: tuple[OutRecord, ...] = ()
+        self.refused: dict[int, str] = {}
 
 
 class KafkaSession:
@@ -400,9 +405,9 @@ class KafkaSession:
 
     # ------------------------------------------------------------------ the checkpoint
 
-    def begin(self, offsets: dict[TP, int]) -> None:
+    def begin(self, offsets: dict[TP, int], records: Sequence[OutRecord] = ()) -> None:
         deadline = self.clock() + self.budget
-        self._call(self._begin, deadline + 0.75 * self.budget, offsets, deadline)
+        self._call(self._begin, deadline + 0.75 * self.budget, offsets, tuple(records), deadline)
 
     def abort_open(self) -> None:
         if self._gen.open is not None and not self.replacing:
@@ -490,44 +495,60 @@ class KafkaSession:
                 time.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, deadline - self.clock())))
                 attempt += 1
 
-    def _begin(self, gen: _Generation, offsets: dict[TP, int], deadline: float) -> None:
+    def _begin(self, gen: _Generation, offsets: dict[TP, int], records: tuple[OutRecord, ...],
+               deadline: float) -> None:
         try:
             if gen.open is None:
                 gen.producer.begin_transaction()
                 gen.open = {}
-            gen.producer.send_offsets_to_transaction(
-                [TopicPartition(t, p, off) for (t, p), off in offsets.items()],
-                self.consumer.consumer_group_metadata(), self._left(deadline),
-            )
+            if records and not gen.produced:
+                # Produced first: librdkafka adds their partitions to the transaction (a broker round
+                # trip) and sends them while the offsets go out.
+                gen.produced, gen.refused = records, {}
+                self._produce(gen.producer, records, gen.refused)
+            rest = {tp: off for tp, off in offsets.items() if gen.open.get(tp) != off}
+            if rest:
+                gen.producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, off) for (t, p), off in rest.items()],
+                    self.consumer.consumer_group_metadata(), self._left(deadline),
+                )
             gen.open.update(offsets)
         except KafkaException as exc:
-            self._failed(gen, exc, deadline)
+            self._failed(gen, exc, deadline, gen.refused, served=bool(records))
 
-    def _commit(self, gen: _Generation, records: Sequence[OutRecord], offsets: dict[TP, int],
-                deadline: float) -> None:
-        if gen.open is not None and any(offsets.get(tp, -1) < off for tp, off in gen.open.items()):
-            self._abort(gen, deadline)  # what begin() sent is not covered here: it must not commit
-        refused: dict[int, str] = {}
-
+    @staticmethod
+    def _produce(producer: Producer, records: Sequence[OutRecord], refused: dict[int, str]) -> None:
         def on_delivery(index: int) -> Callable[[KafkaError | None, Message], None]:
             def delivered(err: KafkaError | None, msg: Message) -> None:
                 if err is not None and err.code() in PERMANENT_PRODUCE_ERRORS:
                     refused[index] = err.str()
             return delivered
 
+        for i, r in enumerate(records):
+            try:
+                producer.produce(r.topic, r.value, r.key, headers=list(r.headers), on_delivery=on_delivery(i))
+            except KafkaException as exc:  # refused locally, e.g. larger than message.max.bytes
+                if exc.args[0].code() in PERMANENT_PRODUCE_ERRORS:
+                    refused[i] = exc.args[0].str()
+                raise
+
+    def _commit(self, gen: _Generation, records: Sequence[OutRecord], offsets: dict[TP, int],
+                deadline: float) -> None:
+        produced = _same(gen.produced, records)
+        if gen.open is not None and (any(offsets.get(tp, -1) < off for tp, off in gen.open.items())
+                                     or (gen.produced and not produced)):
+            # What begin() sent is not exactly what commits here (other offsets, other outcomes): roll
+            # it back first, it must never become visible.
+            self._abort(gen, deadline)
+            produced = False
+        refused: dict[int, str] = gen.refused if produced else {}
         producer = gen.producer
         try:
             if gen.open is None:
                 producer.begin_transaction()
                 gen.open = {}
-            for i, r in enumerate(records):
-                try:
-                    producer.produce(r.topic, r.value, r.key, headers=list(r.headers),
-                                     on_delivery=on_delivery(i))
-                except KafkaException as exc:  # refused locally, e.g. larger than message.max.bytes
-                    if exc.args[0].code() in PERMANENT_PRODUCE_ERRORS:
-                        refused[i] = exc.args[0].str()
-                    raise
+            if not produced:
+                self._produce(producer, records, refused)
             rest = {tp: off for tp, off in offsets.items() if gen.open.get(tp) != off}
             if rest:
                 producer.send_offsets_to_transaction(
@@ -540,7 +561,7 @@ class KafkaSession:
                 log.warning("test hook: parked inside a transaction for %.1fs", self.park_in_txn_seconds)
                 time.sleep(self.park_in_txn_seconds)
             self._commit_transaction(gen, deadline)
-            gen.open = None
+            gen.open, gen.produced = None, ()
         except KafkaException as exc:
             self._failed(gen, exc, deadline, refused, served=bool(records))
         except BufferError as exc:  # the local produce queue is full: nothing sent is committed
@@ -586,7 +607,7 @@ class KafkaSession:
                 attempt += 1
 
     def _abort(self, gen: _Generation, deadline: float) -> None:
-        gen.open = None
+        gen.open, gen.produced = None, ()
         attempt = 0
         # Aborting needs the broker too; give it a budget of its own so a commit that used up its
         # budget can still be rolled back.
@@ -605,3 +626,9 @@ class KafkaSession:
                     raise _Replace("abort_timeout", f"could not abort the transaction in time: {err}") from exc
                 time.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, deadline - self.clock())))
                 attempt += 1
+
+
+def _same(produced: tuple[OutRecord, ...], records: Sequence[OutRecord]) -> bool:
+    """Are ``records`` the very ones begin() produced (the same objects, in the same order)?"""
+    return bool(produced) and len(produced) == len(records) and all(a is b for a, b in zip(produced, records,
+                                                                                            strict=True))

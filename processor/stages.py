@@ -13,6 +13,7 @@ The steps know nothing about threads, queues or Kafka; ``processor.pipeline.Proc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
@@ -87,6 +88,8 @@ class Job(Entry):
     pending_dead_letter: tuple[deadletter.Original, str] | None = None
     dead_letter_original: deadletter.Original | None = None
     fallback_used: bool = False  # its outcome was refused once and replaced by a stand-in
+    # Its success result, built before the upload (``Stages.finish``): final only once stored.
+    provisional: Outcome | None = None
     attempts: int = 1
     voice: LocalAudio | None = None
     emotion_audio: LocalAudio | None = None
@@ -209,9 +212,15 @@ class Stages:
         metrics.STAGE_SECONDS.labels("synthesis").observe(job.stage_seconds["synthesis"])
         return result
 
-    def finish(self, job: Job, synth: Synthesized) -> Outcome | None:
+    def finish(self, job: Job, synth: Synthesized, built: Callable[[Outcome], None] | None = None
+               ) -> Outcome | None:
         """Render the audio as asked (rate, loudness, format), store it and its subtitles; the success
-        result names them, with every segment's timing in the stored audio."""
+        result names them, with every segment's timing in the stored audio.
+
+        The result is built before the uploads (every key is content-addressed, so known once encoded)
+        and handed to ``built``: the poll loop may produce it into a transaction while the audio
+        uploads, to commit at once when it is stored. If the upload fails, the error outcome returned
+        instead is another object, and that transaction is rolled back unseen (``Session.begin``)."""
         req = job.request
         assert req is not None
         t0 = job.marks["finish_start"] = time.perf_counter()
@@ -225,25 +234,32 @@ class Stages:
             # Where it may go was decided at intake (OutputPolicy), before any download or GPU time.
             base = job.output or self.output_policy.location(req)
             loc = content_addressed(base, audio.sha256)
-            t1 = time.perf_counter()
-            self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256, audio.content_type))
-            stored = [self.store_subtitles(job, base, f) for f in rendered.subtitles]
-            job.marks["uploaded"] = time.perf_counter()
-            job.stage_seconds["upload"] = job.marks["uploaded"] - t1
-            for stage in ("encode", "upload"):
-                metrics.STAGE_SECONDS.labels(stage).observe(job.stage_seconds[stage])
+            subtitles = [(self.subtitle_file(base, f), f) for f in rendered.subtitles]
             synthesis = job.stage_seconds.get("synthesis", 0.0)
-            metrics.SYNTHESIS_SECONDS.observe(synthesis)
-            metrics.AUDIO_SECONDS.inc(audio.duration_seconds)
-            if audio.duration_seconds > 0:
-                metrics.REAL_TIME_FACTOR.observe(synthesis / audio.duration_seconds)
             record = events.success_result(
                 req, job.origin, worker_id=self.worker_id, location=loc, audio=audio, segments=synth.segments,
                 processing_seconds=self.clock() - job.started, synthesis_seconds=synthesis,
                 model=self.engine.info, voice_sha256=job.voice.sha256 if job.voice else None,
-                attempts=job.attempts, engine_rate=synth.sample_rate, timing=rendered.timing, subtitles=stored,
+                attempts=job.attempts, engine_rate=synth.sample_rate, timing=rendered.timing,
+                subtitles=[stored for stored, _ in subtitles],
             )
-            return self.result(req.request_id, record, "success", trace=job.trace)
+            outcome = self.result(req.request_id, record, "success", trace=job.trace)
+            if built is not None:
+                built(outcome)
+            t1 = time.perf_counter()
+            self.retrying(job, "upload", lambda: self.upload(job, loc, audio.data, audio.sha256, audio.content_type))
+            for stored, f in subtitles:
+                self.retrying(job, "upload", functools.partial(self.upload, job, stored.location, f.data,
+                                                               stored.sha256, f.content_type))
+            job.marks["uploaded"] = time.perf_counter()
+            job.stage_seconds["upload"] = job.marks["uploaded"] - t1
+            for stage in ("encode", "upload"):
+                metrics.STAGE_SECONDS.labels(stage).observe(job.stage_seconds[stage])
+            metrics.SYNTHESIS_SECONDS.observe(synthesis)
+            metrics.AUDIO_SECONDS.inc(audio.duration_seconds)
+            if audio.duration_seconds > 0:
+                metrics.REAL_TIME_FACTOR.observe(synthesis / audio.duration_seconds)
+            return outcome
         except Abandoned:
             return None
         except Exception as exc:  # noqa: BLE001 (one request's failure, whatever it is, becomes its error outcome)
@@ -348,11 +364,11 @@ class Stages:
             return self.references.fetch(preset.reference, check_bucket=False)
         return self.references.fetch(loc)
 
-    def store_subtitles(self, job: Job, base: S3Location, f: SubtitleFile) -> events.StoredFile:
+    @staticmethod
+    def subtitle_file(base: S3Location, f: SubtitleFile) -> events.StoredFile:
+        """Where a subtitle file goes (content-addressed, like the audio)."""
         sha256 = hashlib.sha256(f.data).hexdigest()
-        loc = subtitle_location(base, f.format, sha256)
-        self.retrying(job, "upload", lambda: self.upload(job, loc, f.data, sha256, f.content_type))
-        return events.StoredFile(f.format, loc, sha256, len(f.data))
+        return events.StoredFile(f.format, subtitle_location(base, f.format, sha256), sha256, len(f.data))
 
     def upload(self, job: Job, loc: S3Location, data: bytes, sha256: str, content_type: str) -> None:
         if job.state == "dropped":

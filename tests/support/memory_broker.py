@@ -132,6 +132,8 @@ class MemorySession:
         self.closed = False
         self.opened: dict[TP, int] | None = None  # offsets sent by begin() in the open transaction
         self.begins = 0
+        self.produced: tuple[OutRecord, ...] = ()  # records begin() put in the open transaction
+        self.early_produced = 0  # commits that committed what begin() had produced
         self.aborted_open = 0
         self.txn_id: str | None = None
         self.fenced = False  # sessions with the same id fence each other, newest wins
@@ -241,30 +243,37 @@ class MemorySession:
             self.positions[tp] = self.broker.committed.get(tp, 0)
         return failed
 
-    def begin(self, offsets: dict[TP, int]) -> None:
+    def begin(self, offsets: dict[TP, int], records: Sequence[OutRecord] = ()) -> None:
         self._alive()
         if self.replacing:
             raise TransactionAborted("the transactional producer is being replaced")
         for tp in offsets:
             if self.broker.owner.get(tp) is not self:
-                self.opened = None
+                self.opened, self.produced = None, ()
                 raise TransactionAborted(f"fenced: {tp} is not held by this member")
         self.opened = {**(self.opened or {}), **offsets}
+        if records and not self.produced:
+            self.produced = tuple(records)
         self.begins += 1
 
     def abort_open(self) -> None:
         self._alive()
         if self.opened is not None:
             self.opened = None
+            self.produced = ()
             self.aborted_open += 1
 
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         self._alive()
         if self.replacing:
             raise TransactionAborted("the transactional producer is being replaced")
-        if self.opened is not None and any(offsets.get(tp, -1) < off for tp, off in self.opened.items()):
+        same = bool(self.produced) and len(self.produced) == len(records) and all(
+            a is b for a, b in zip(self.produced, records, strict=True))
+        if self.opened is not None and (any(offsets.get(tp, -1) < off for tp, off in self.opened.items())
+                                        or (self.produced and not same)):
             self.abort_open()
-        self.opened = None
+        self.early_produced += same
+        self.opened, self.produced = None, ()
         if self.txn_id is not None and self.broker.producers.get(self.txn_id) is not self:
             raise FatalKafkaError("fenced: a newer session holds this transactional id")
         if self.fenced:

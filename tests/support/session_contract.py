@@ -138,6 +138,20 @@ class SessionContract:
         s2, _ = joined(cluster, topic, "b")
         assert poll_until_one(s2)[0].offset == 2
 
+    def test_records_produced_early_commit_once_and_only_if_the_commit_names_them(self, cluster: Cluster) -> None:
+        topic, out = cluster.topic(1), cluster.topic(1)
+        cluster.produce(topic, 0, [b"r0", b"r1"])
+        s, _ = joined(cluster, topic)
+        poll_until(lambda got: len(got) >= 2, s)
+        first = Out(out, b"r0", b"result-0", [])
+        s.begin({(topic, 0): 1}, [first])  # produced while its audio uploads
+        s.commit([first], {(topic, 0): 1})  # the very same record: not produced a second time
+        # The second upload failed: its error outcome commits; the success produced early never shows.
+        s.begin({(topic, 0): 2}, [Out(out, b"r1", b"success-1", [])])
+        s.commit([Out(out, b"r1", b"error-1", [])], {(topic, 0): 2})
+        s.commit([Out(out, None, b"marker", [])], {(topic, 0): 2})
+        assert cluster.read_committed(out, 3) == [b"result-0", b"error-1", b"marker"]
+
     def test_an_early_transaction_rolled_back_or_not_covered_commits_nothing_of_it(self, cluster: Cluster) -> None:
         topic, out = cluster.topic(2), cluster.topic(1)
         cluster.produce(topic, 0, [b"a0", b"a1"])

@@ -12,8 +12,9 @@ from typing import Any
 
 from processor.audio import encoder_problems
 from processor.engine.base import ProgressCallback, SynthesisSpec, Synthesized
+from processor.errors import ErrorCode, TtsError
 from processor.pacing import INTAKE_LEAD_SECONDS
-from processor.pipeline import FLIGHT_STALE_SECONDS
+from processor.pipeline import EARLY_TRANSACTION_MAX_SECONDS, FLIGHT_STALE_SECONDS
 from tests.support.rig import Rig
 from tests.support.tone_engine import ToneEngine
 
@@ -140,11 +141,67 @@ def test_an_early_transaction_commits_with_the_result(tmp_path: Path) -> None:
     r.submit(["a"], partition=0)
     r.start()
     r.step_until(lambda: uploading.is_set() and r.session.opened is not None)
+    # The result went into the transaction with the offset, before the upload ended.
+    assert len(r.session.produced) == 1 and r.committed(0) == 0
     release.set()
     r.step_until(lambda: r.committed(0) == 1)
     r.stop()
-    assert r.session.begins == 1 and r.session.aborted_open == 0
+    assert r.session.begins == 1 and r.session.aborted_open == 0 and r.session.early_produced == 1
     assert [x["request_id"] for x in r.results()] == ["a"]
+
+
+def held_puts(r: Rig) -> tuple[threading.Event, threading.Event]:
+    """Every put waits for ``release``; ``uploading`` says one has started."""
+    uploading, release = threading.Event(), threading.Event()
+    r.storage.fault = lambda op, key: (uploading.set(), release.wait(10)) if op == "put" else None
+    return uploading, release
+
+
+def test_an_upload_failing_after_its_result_went_early_commits_the_error_and_never_the_success(
+        tmp_path: Path) -> None:
+    r, _, _ = rig(tmp_path)
+    uploading, release = threading.Event(), threading.Event()
+
+    def refused_put(op: str, key: str) -> None:
+        if op == "put":
+            uploading.set()
+            assert release.wait(10)
+            raise TtsError(ErrorCode.STORAGE_REJECTED, "refused (403 AccessDenied)")
+
+    r.storage.fault = refused_put
+    r.submit(["a"], partition=0)
+    r.start()
+    r.step_until(lambda: uploading.is_set() and len(r.session.produced) == 1)
+    release.set()
+    r.step_until(lambda: r.committed(0) == 1)
+    r.stop()
+    assert r.session.aborted_open == 1 and r.session.early_produced == 0
+    [result] = r.results()
+    assert result["request_id"] == "a" and result["status"] == "error"
+    assert result["error_code"] == "storage_rejected"
+
+
+def test_an_early_transaction_outliving_a_slow_upload_is_rolled_back_and_the_job_commits_once(
+        tmp_path: Path) -> None:
+    """Its produced result holds the partition's last stable offset for read_committed readers: an
+    upload in retries must not keep it open."""
+    r, _, clock = rig(tmp_path)
+    uploading, release = held_puts(r)
+    r.submit(["a"], partition=0)
+    r.start()
+    r.step_until(lambda: uploading.is_set() and len(r.session.produced) == 1)
+    clock.now += EARLY_TRANSACTION_MAX_SECONDS + 0.1
+    r.step_until(lambda: r.session.opened is None)
+    begins = r.session.begins
+    for _ in range(20):
+        r.processor.run_once()
+    # Not opened again for the same job: it would hold the partition again, every 2 s of retries.
+    assert r.session.opened is None and r.session.begins == begins and r.session.aborted_open == 1
+    assert r.committed(0) == 0
+    release.set()
+    r.step_until(lambda: r.committed(0) == 1)
+    r.stop()
+    assert r.session.early_produced == 0 and [x["request_id"] for x in r.results()] == ["a"]
 
 
 class TwoGates(ToneEngine):
