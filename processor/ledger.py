@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -216,13 +216,21 @@ class Ledger(Generic[E]):
     def busy(self) -> bool:
         return any(e.live for entries in self.entries.values() for e in entries)
 
-    def flow(self, limit: int) -> FlowDecision:
+    def flow(self, limit: int, waiting: Callable[[], bool] = lambda: True) -> FlowDecision:
         """Pause every partition once more than ``limit`` requests are in flight (or when draining);
-        resume them when below."""
-        if self.draining or self.in_flight() > limit:
+        resume them when below.
+
+        ``limit`` leaves room for one more to arrive before a pause takes effect. While nothing more
+        is known to be ``waiting`` in the partitions (an idle worker), that room is used instead: the
+        pause waits until one more actually arrives. A pause (and the resume and re-fetch it costs
+        later) then happens only when there is something to hold back, never more than one request
+        later than it would have, and not at all at one request at a time."""
+        in_flight = self.in_flight()
+        if (self.draining or in_flight > limit + 1
+                or (in_flight > limit and (bool(self.paused) or waiting()))):
             pause = [tp for tp in self.epochs if tp not in self.paused]
             self.paused.update(pause)
             return FlowDecision(pause, [])
-        resume = sorted(self.paused)
+        resume = sorted(self.paused)  # none while at the limit with nothing waiting: never paused then
         self.paused.clear()
         return FlowDecision([], resume)

@@ -139,10 +139,11 @@ def poll_timeout(f: InFlight, *, prefetch: int, outcomes_waiting: bool, intake_p
             wake = min(wake, OVERRUN_POLL_SECONDS)
         elif remaining <= 0:
             wake = min(wake, SHORT_POLL_SECONDS if -remaining < OVERRUN_GRACE_SECONDS else OVERRUN_POLL_SECONDS)
-        elif f.ahead < prefetch and remaining > lead:
-            # Intake resumes then. poll() takes whole milliseconds and can return up to one early, when
-            # the flow control after it would still see the job outside the lead and resume nothing
-            # (then the branch below polls short once more): wake just past the boundary instead.
+        elif intake_paused and f.ahead < prefetch and remaining > lead:
+            # Intake resumes then (not paused, a record wakes poll() by itself when it comes). poll()
+            # takes whole milliseconds and can return up to one early, when the flow control after it
+            # would still see the job outside the lead and resume nothing (then the branch below polls
+            # short once more): wake just past the boundary instead.
             wake = min(wake, remaining - lead + BOUNDARY_MARGIN_SECONDS)
         elif intake_paused and f.ahead < ahead_wanted(f, prefetch, lead):
             # Intake is due but still paused: this turn's flow control ran a hair before the boundary

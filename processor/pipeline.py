@@ -555,7 +555,7 @@ class Processor:
     # ------------------------------------------------------------------ flow control and rebalances
 
     def _flow_control(self) -> None:
-        decision = self.ledger.flow(self.intake_limit())
+        decision = self.ledger.flow(self.intake_limit(), lambda: self.session.waiting(list(self.ledger.epochs)))
         self.session.pause(decision.pause)
         self.session.resume(decision.resume)
 

@@ -158,6 +158,10 @@ class Session(Protocol):
     def watermarks(self, tps: list[TP]) -> dict[TP, Watermarks]:
         """What the client already knows (never waits on the broker)."""
 
+    def waiting(self, tps: list[TP]) -> bool:
+        """Is anything known to be waiting in these partitions past what ``poll`` handed over? From
+        what the client already knows (never waits on the broker); when unsure, yes."""
+
     def committed(self, tps: list[TP]) -> dict[TP, int | None]:
         """The group's committed offsets (None: nothing committed), asking the broker for at most a
         second; partitions it could not learn are left out."""
@@ -387,6 +391,22 @@ class KafkaSession:
                 pass
             out[tp] = Watermarks(low, high, positions.get(tp))
         return out
+
+    def waiting(self, tps: list[TP]) -> bool:
+        # The high watermark of the last fetch response against the position the application reached.
+        # A partition nothing was taken from yet has no position: waiting unless it is empty.
+        try:
+            positions = self.consumer.position(_kafka_tps(tps))
+            for p in positions:
+                marks = self.consumer.get_watermark_offsets(TopicPartition(p.topic, p.partition), cached=True)
+                if marks is None:
+                    return True
+                lo, hi = marks
+                if hi < 0 or hi > (p.offset if p.offset >= 0 else lo):
+                    return True
+        except KafkaException:
+            return True
+        return False
 
     def committed(self, tps: list[TP]) -> dict[TP, int | None]:
         try:

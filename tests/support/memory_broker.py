@@ -309,6 +309,9 @@ class MemorySession:
     def watermarks(self, tps: list[TP]) -> dict[TP, Watermarks]:
         return {tp: Watermarks(0, len(self.broker.logs.get(tp, [])), self.positions.get(tp)) for tp in tps}
 
+    def waiting(self, tps: list[TP]) -> bool:
+        return any(self.positions.get(tp, 0) < len(self.broker.logs.get(tp, [])) for tp in tps)
+
     def committed(self, tps: list[TP]) -> dict[TP, int | None]:
         self._alive()
         return {tp: self.broker.committed.get(tp) for tp in tps}

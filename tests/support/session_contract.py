@@ -188,6 +188,24 @@ class SessionContract:
         got = poll_until(lambda got: len(got) >= 2, s)
         assert [r.offset for r in got] == [0, 1]
 
+    def test_waiting_tells_whether_more_is_there_than_poll_handed_over(self, cluster: Cluster) -> None:
+        """The processor pauses intake only when something would otherwise come in (``Ledger.flow``)."""
+        topic = cluster.topic(1)
+        tp = (topic, 0)
+        cluster.produce(topic, 0, [b"r0", b"r1"])
+        s, _ = joined(cluster, topic)
+        assert [r.offset for r in poll_until_one(s)] == [0]
+        assert s.waiting([tp])
+        assert [r.offset for r in poll_until_one(s)] == [1]
+        assert not s.waiting([tp])
+        cluster.produce(topic, 0, [b"r2"])
+        deadline = time.monotonic() + 30
+        while not s.waiting([tp]):  # learnt from the next fetch, without a poll() taking it
+            assert time.monotonic() < deadline, "the new record was never seen waiting"
+            time.sleep(0.01)
+        assert [r.offset for r in poll_until_one(s)] == [2]
+        assert not s.waiting([tp])
+
     def test_a_pause_survives_revoke_and_reassign_until_resume(self, cluster: Cluster) -> None:
         """librdkafka keeps an application pause on the partition across revoke and re-assign (and
         seek does not clear it): why the processor resumes at every assignment change (defect 3)."""

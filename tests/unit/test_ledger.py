@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from processor.ledger import Entry, Ledger
+from collections.abc import Callable
+
+from processor.ledger import Entry, FlowDecision, Ledger
 
 A, B = ("req", 0), ("req", 1)
 
@@ -101,6 +103,40 @@ def test_flow_pauses_above_the_limit_and_resumes_below() -> None:
     led.complete(entries[0], "ok")
     d = led.flow(limit=2)
     assert d.pause == [] and sorted(d.resume) == [A, B]
+
+
+def test_with_nothing_waiting_the_pause_waits_for_one_more_to_arrive() -> None:
+    """The limit leaves room for one more request to arrive before a pause takes effect. When nothing
+    is waiting there is none to arrive: pausing then (and resuming, and re-fetching, later) is work for
+    nothing at one request at a time. The pause comes with the next request, or at once when the
+    client learns that more is waiting."""
+    led = ledger(A, B)
+    asked: list[bool] = []
+
+    def waiting(answer: bool) -> Callable[[], bool]:
+        def ask() -> bool:
+            asked.append(answer)
+            return answer
+        return ask
+
+    entries = take(led, A, 0, 1)
+    assert led.flow(limit=1, waiting=waiting(False)) == FlowDecision([], [])
+    assert led.paused == set() and asked == [False]
+    assert sorted(led.flow(limit=1, waiting=waiting(True)).pause) == [A, B]  # more is there now
+    led.complete(entries[0], "ok")
+    assert sorted(led.flow(limit=1, waiting=waiting(False)).resume) == [A, B]
+    # Two above the limit: paused whatever the client knows (never asked).
+    asked.clear()
+    take(led, A, 2)
+    led.complete(entries[1], "ok")
+    led.committed_ok(entries)
+    take(led, A, 3, 4)
+    assert sorted(led.flow(limit=1, waiting=waiting(False)).pause) == [A, B] and asked == []
+    # Paused already, still above the limit: stays paused (nothing to ask).
+    assert led.flow(limit=2, waiting=waiting(False)) == FlowDecision([], []) and led.paused == {A, B}
+    assert asked == []
+    # At or below the limit nothing is asked either.
+    assert sorted(led.flow(limit=3, waiting=waiting(True)).resume) == [A, B] and asked == []
 
 
 def test_a_rebalance_forgets_the_pause() -> None:

@@ -77,8 +77,11 @@ def test_poll_sleeps_long_when_idle_and_short_while_a_short_stage_runs() -> None
 
 
 def test_poll_wakes_when_intake_is_due_to_resume_and_when_the_job_is_due_to_end() -> None:
-    wake = poll_timeout(busy(0.0, expected=0.2), prefetch=1, outcomes_waiting=False)
+    wake = poll_timeout(busy(0.0, expected=0.2), prefetch=1, outcomes_waiting=False, intake_paused=True)
     assert wake == pytest.approx(0.2 - LEAD + BOUNDARY_MARGIN_SECONDS)
+    # Intake not paused (nothing was waiting, ``Ledger.flow``): a request that comes wakes poll() by
+    # itself, so the loop sleeps to the job's end.
+    assert poll_timeout(busy(0.0, expected=0.2), prefetch=1, outcomes_waiting=False) == pytest.approx(0.2)
     # poll() rounds its timeout down to whole milliseconds: woken that early, intake is still due
     # (woken exactly at the boundary, the flow control after it resumed nothing, and a turn was lost).
     assert ahead_wanted(busy(math.floor(wake * 1000) / 1000, expected=0.2), prefetch=1) == 1
@@ -86,8 +89,8 @@ def test_poll_wakes_when_intake_is_due_to_resume_and_when_the_job_is_due_to_end(
     assert poll_timeout(busy(0.1, expected=0.2, ahead=1), prefetch=1, outcomes_waiting=False) == pytest.approx(0.1)
     assert poll_timeout(busy(0.0, expected=5.0), prefetch=1, outcomes_waiting=False) == BUSY_POLL_MAX_SECONDS
     # A 1 s job: one sleep to its intake boundary (each turn costs CPU), not two half-second steps.
-    assert poll_timeout(busy(0.0, expected=1.0), prefetch=1, outcomes_waiting=False) == pytest.approx(
-        1.0 - LEAD + BOUNDARY_MARGIN_SECONDS)
+    assert poll_timeout(busy(0.0, expected=1.0), prefetch=1, outcomes_waiting=False,
+                        intake_paused=True) == pytest.approx(1.0 - LEAD + BOUNDARY_MARGIN_SECONDS)
 
 
 def test_with_a_job_queued_behind_it_the_loop_sleeps_through_a_jobs_end_until_it_is_due_stored() -> None:

@@ -108,6 +108,33 @@ def test_the_next_request_is_taken_only_when_the_job_on_the_gpu_is_about_to_end(
     r.stop()
 
 
+def test_a_lone_request_leaves_intake_open_until_a_second_one_comes(tmp_path: Path) -> None:
+    """With nothing else waiting there is nothing to hold back: intake is not paused (nor resumed and
+    re-fetched later) for a lone job, and the loop does not wake at its intake boundary. The pause
+    comes with the request that arrives meanwhile, so at most one waits ahead, as before."""
+    r, engine, _ = rig(tmp_path)
+    r.submit(["a"], partition=0, text="HOLD twelve chars")
+    r.processor.job_length.per_char = 0.03  # as if learned: 0.51 s per request of this length
+    r.start()
+    try:
+        r.step_until(engine.holding.is_set)
+        for _ in range(20):
+            r.processor.run_once()
+        assert r.session.paused == set() and r.processor.ledger.paused == set()
+        # Asleep to the job's end (0.51 s), not to its intake boundary (0.39 s).
+        assert r.processor._poll_timeout() > 0.51 - INTAKE_LEAD_SECONDS + 0.05
+        r.submit(["b", "c"], partition=1, text="HOLD twelve chars")
+        r.step_until(lambda: r.processor.ledger.in_flight() == 2)
+        for _ in range(20):
+            r.processor.run_once()
+        assert r.processor.ledger.in_flight() == 2  # "c" waits in the log
+        assert r.session.paused == set(r.partitions)
+    finally:
+        engine.release.set()
+    r.step_until(lambda: r.committed(0) == 1 and r.committed(1) == 2)
+    r.stop()
+
+
 def test_the_transaction_opens_while_the_upload_runs_and_a_revoke_rolls_it_back(tmp_path: Path) -> None:
     r, _, _ = rig(tmp_path)
     uploading, release = threading.Event(), threading.Event()
