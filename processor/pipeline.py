@@ -382,6 +382,11 @@ class Processor:
             with tracing.stage(job.trace, "store") as span:
                 outcome = self.stages.finish(job, synth, built=functools.partial(self._built, job))
                 tracing.outcome(span, outcome)
+            if outcome is not None and outcome is job.provisional:
+                # Stored: if the loop opened a transaction with this very result in it (an idle worker,
+                # ``_begin_early``), it commits now, not when the loop next wakes (up to a short poll
+                # later, and its turn's work after that). The session ignores it otherwise.
+                self.session.commit_opened([outcome])
             if "finish_start" in job.marks:
                 self.finish_length.observe(time.perf_counter() - job.marks["finish_start"], 1)
             if outcome is not None:
@@ -411,11 +416,12 @@ class Processor:
     def _begin_early(self) -> None:
         """Open the transaction while a job uploads: begin, produce its result (built before the upload:
         every key is content-addressed) and send its offset. librdkafka's round trips for these
-        (AddPartitionsToTxn, Produce, AddOffsetsToTxn, TxnOffsetCommit) overlap the upload, and its
-        commit then only ends the transaction (EndTxn). Only for the first unfinished job of its
-        partition, one at a time; nothing of it is visible before the commit, and ``Session.commit``
-        rolls it back if the commit does not name the same offsets and result (an upload that failed
-        commits an error outcome instead).
+        (AddPartitionsToTxn, Produce, AddOffsetsToTxn, TxnOffsetCommit) overlap the upload, and the
+        finish thread ends the transaction (EndTxn) the moment the audio is stored
+        (``Session.commit_opened``); the loop's own commit of that result later has nothing to do.
+        Only for the oldest uncommitted job of its partition, one at a time; nothing of it is visible
+        before the commit, and ``Session.commit`` rolls it back if the commit does not name the same
+        offsets and result (an upload that failed commits an error outcome instead).
 
         Only while nothing else is in flight (an idle worker, where the result's latency is what a
         caller waits for): with a job on the GPU or waiting for it, the commit's latency costs the GPU
@@ -433,7 +439,9 @@ class Processor:
         if f.on_gpu or f.ahead or self._outcome_due(f, more_than=1):
             return  # busy (or outcomes follow each other closely and share one transaction)
         for entries in self.ledger.entries.values():
-            job = next((j for j in entries if j.state != "done"), None)
+            # Only the partition's oldest uncommitted job: the transaction commits its offset as soon
+            # as its audio is stored (``commit_opened``), so nothing before it may still be uncommitted.
+            job = entries[0] if entries else None
             if job is None or job.state != "finishing" or job is self._early_expired:
                 continue
             if job.provisional is None:

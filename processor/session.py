@@ -72,6 +72,9 @@ class OutcomeRefused(TransactionAborted):
         self.refused = refused
 
 
+# Early commits (``commit_opened``) remembered until the loop's commit names them.
+EARLY_COMMITS_KEPT = 16
+
 # Produce errors that are a property of the record, not of the moment: retrying it cannot succeed.
 PERMANENT_PRODUCE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
                                       KafkaError.INVALID_RECORD})
@@ -148,8 +151,17 @@ class Session(Protocol):
         (the same objects: they are not produced twice); otherwise it aborts this transaction first.
         Raises TransactionAborted / OutcomeRefused / FatalKafkaError like ``commit``."""
 
+    def commit_opened(self, records: Sequence[OutRecord]) -> None:
+        """Commit the transaction ``begin`` opened, now, if it holds exactly these records (the same
+        objects); otherwise do nothing. Called from the thread that stored the audio the moment it is
+        stored, so the result does not wait for the poll loop to notice; it does not wait for the
+        broker either (the session's own thread commits, in order after what was asked before it).
+        The loop's ``commit`` naming these records then has nothing left to do for them. A commit that
+        fails here leaves the transaction open: that ``commit`` meets the failure and handles it."""
+
     def abort_open(self) -> None:
-        """Roll back a transaction opened by ``begin`` (nothing of it was visible)."""
+        """Roll back a transaction opened by ``begin`` (nothing of it was visible); nothing once
+        ``commit_opened`` committed it."""
 
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         """Produce ``records`` and commit ``offsets`` atomically, or raise TransactionAborted /
@@ -243,6 +255,10 @@ class _Generation:
         # (by index, filled in by their delivery reports).
         self.produced: tuple[OutRecord, ...] = ()
         self.refused: dict[int, str] = {}
+        # What commit_opened() committed (records, offsets) and the loop's commit has not named yet; kept
+        # until named, so that they are never produced again (a job dropped meanwhile never names its
+        # own: only the last few are kept).
+        self.committed_early: list[tuple[tuple[OutRecord, ...], dict[TP, int]]] = []
 
 
 class KafkaSession:
@@ -429,10 +445,16 @@ class KafkaSession:
         deadline = self.clock() + self.budget
         self._call(self._begin, deadline + 0.75 * self.budget, offsets, tuple(records), deadline)
 
+    def commit_opened(self, records: Sequence[OutRecord]) -> None:
+        if self._fatal is not None or self.replacing:
+            return
+        gen = self._gen  # a generation replaced meanwhile has no open transaction: a no-op there
+        gen.thread.submit(self._commit_opened, gen, tuple(records), self.clock() + self.budget)
+
     def abort_open(self) -> None:
         if self._gen.open is not None and not self.replacing:
             deadline = self.clock() + self.budget
-            self._call(self._abort, deadline + 0.75 * self.budget, deadline)
+            self._call(self._abort_open, deadline + 0.75 * self.budget, deadline)
 
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         """THE checkpoint: produce the outcomes and send the offsets in one transaction."""
@@ -552,8 +574,41 @@ class KafkaSession:
                     refused[i] = exc.args[0].str()
                 raise
 
+    def _commit_opened(self, gen: _Generation, records: tuple[OutRecord, ...], deadline: float) -> None:
+        if gen.open is None or not _same(gen.produced, records):
+            return  # rolled back, or never opened for these: the loop's commit does it all
+        try:
+            self._commit_transaction(gen, deadline)
+        except KafkaException as exc:
+            log.debug("early commit failed, left to the loop's commit: %s", exc.args[0])
+            return
+        gen.committed_early = [*gen.committed_early[-(EARLY_COMMITS_KEPT - 1):], (gen.produced, gen.open)]
+        gen.open, gen.produced = None, ()
+
+    def _abort_open(self, gen: _Generation, deadline: float) -> None:
+        if gen.open is not None:  # commit_opened() may have committed it meanwhile: then it stays
+            self._abort(gen, deadline)
+
     def _commit(self, gen: _Generation, records: Sequence[OutRecord], offsets: dict[TP, int],
                 deadline: float) -> None:
+        named = [e for e in gen.committed_early if all(any(r is d for r in records) for d in e[0])]
+        if not named:
+            self._commit_all(gen, records, offsets, deadline)
+            return
+        # commit_opened() committed some of these already: only the rest goes into this transaction.
+        gen.committed_early = [e for e in gen.committed_early if not any(e is n for n in named)]
+        done = [d for e in named for d in e[0]]
+        keep = [i for i, r in enumerate(records) if not any(r is d for d in done)]
+        offsets = {tp: off for tp, off in offsets.items() if not any(e[1].get(tp) == off for e in named)}
+        if not keep and not offsets:
+            return
+        try:
+            self._commit_all(gen, [records[i] for i in keep], offsets, deadline)
+        except OutcomeRefused as exc:  # indices of the caller's batch, not of the rest
+            raise OutcomeRefused({keep[i]: why for i, why in exc.refused.items()}) from exc
+
+    def _commit_all(self, gen: _Generation, records: Sequence[OutRecord], offsets: dict[TP, int],
+                    deadline: float) -> None:
         produced = _same(gen.produced, records)
         if gen.open is not None and (any(offsets.get(tp, -1) < off for tp, off in gen.open.items())
                                      or (gen.produced and not produced)):

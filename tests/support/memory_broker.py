@@ -134,6 +134,11 @@ class MemorySession:
         self.begins = 0
         self.produced: tuple[OutRecord, ...] = ()  # records begin() put in the open transaction
         self.early_produced = 0  # commits that committed what begin() had produced
+        # commit_opened() asks from another thread; like KafkaSession's own call thread, this session
+        # acts on it before the next call from the poll loop (``_settle``).
+        self.early_asks: deque[tuple[OutRecord, ...]] = deque()
+        self.committed_early: list[tuple[tuple[OutRecord, ...], dict[TP, int]]] = []
+        self.early_commits = 0
         self.aborted_open = 0
         self.txn_id: str | None = None
         self.fenced = False  # sessions with the same id fence each other, newest wins
@@ -179,6 +184,7 @@ class MemorySession:
 
     def poll(self, timeout: float) -> Record | None:
         self._alive()
+        self._settle()
         if self.replacing:
             self.replacing -= 1
             if not self.replacing:
@@ -245,6 +251,7 @@ class MemorySession:
 
     def begin(self, offsets: dict[TP, int], records: Sequence[OutRecord] = ()) -> None:
         self._alive()
+        self._settle()
         if self.replacing:
             raise TransactionAborted("the transactional producer is being replaced")
         for tp in offsets:
@@ -256,8 +263,25 @@ class MemorySession:
             self.produced = tuple(records)
         self.begins += 1
 
+    def commit_opened(self, records: Sequence[OutRecord]) -> None:
+        self.early_asks.append(tuple(records))  # a deque: safe from the finish thread
+
+    def _settle(self) -> None:
+        while self.early_asks:
+            records = self.early_asks.popleft()
+            if (self.opened is None or not _same(self.produced, records) or self.replacing or self.faults
+                    or self.fenced or any(self.broker.owner.get(tp) is not self for tp in self.opened)
+                    or self._refused(records)):
+                continue  # left to the loop's commit, which meets whatever stopped it here
+            self._write(records, self.opened)
+            self.committed_early.append((records, self.opened))
+            self.opened, self.produced = None, ()
+            self.early_produced += 1
+            self.early_commits += 1
+
     def abort_open(self) -> None:
         self._alive()
+        self._settle()
         if self.opened is not None:
             self.opened = None
             self.produced = ()
@@ -265,10 +289,23 @@ class MemorySession:
 
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         self._alive()
+        self._settle()
         if self.replacing:
             raise TransactionAborted("the transactional producer is being replaced")
-        same = bool(self.produced) and len(self.produced) == len(records) and all(
-            a is b for a, b in zip(self.produced, records, strict=True))
+        named = [e for e in self.committed_early if all(any(r is d for r in records) for d in e[0])]
+        if named:
+            self.committed_early = [e for e in self.committed_early if not any(e is n for n in named)]
+            done = [d for e in named for d in e[0]]
+            keep = [i for i, r in enumerate(records) if not any(r is d for d in done)]
+            offsets = {tp: off for tp, off in offsets.items() if not any(e[1].get(tp) == off for e in named)}
+            if not keep and not offsets:
+                return
+            try:
+                self.commit([records[i] for i in keep], offsets)
+            except OutcomeRefused as exc:
+                raise OutcomeRefused({keep[i]: why for i, why in exc.refused.items()}) from exc
+            return
+        same = _same(self.produced, records)
         if self.opened is not None and (any(offsets.get(tp, -1) < off for tp, off in self.opened.items())
                                         or (self.produced and not same)):
             self.abort_open()
@@ -292,12 +329,15 @@ class MemorySession:
         for tp in offsets:
             if self.broker.owner.get(tp) is not self:
                 raise TransactionAborted(f"fenced: {tp} is not held by this member")
-        refused = {i: "MSG_SIZE_TOO_LARGE" for i, r in enumerate(records)
-                   if len(r.key or b"") + len(r.value) + sum(len(n) + len(v) for n, v in r.headers)
-                   > self.broker.max_record_bytes.get(r.topic, 1 << 62)}
+        refused = self._refused(records)
         if refused:
             raise OutcomeRefused(refused)
         self._write(records, offsets)
+
+    def _refused(self, records: Sequence[OutRecord]) -> dict[int, str]:
+        return {i: "MSG_SIZE_TOO_LARGE" for i, r in enumerate(records)
+                if len(r.key or b"") + len(r.value) + sum(len(n) + len(v) for n, v in r.headers)
+                > self.broker.max_record_bytes.get(r.topic, 1 << 62)}
 
     def _write(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         for r in records:
@@ -322,6 +362,7 @@ class MemorySession:
     def close(self) -> None:
         """Leave the group: revoke what the listener was told it holds, release everything else."""
         self._alive()
+        self._settle()
         if self.closed:
             return
         if self.in_doubt is not None:
@@ -334,3 +375,8 @@ class MemorySession:
         for tp, owner in list(self.broker.owner.items()):
             if owner is self:
                 del self.broker.owner[tp]
+
+
+def _same(produced: tuple[OutRecord, ...], records: Sequence[OutRecord]) -> bool:
+    return bool(produced) and len(produced) == len(records) and all(
+        a is b for a, b in zip(produced, records, strict=True))

@@ -152,6 +152,40 @@ class SessionContract:
         s.commit([Out(out, None, b"marker", [])], {(topic, 0): 2})
         assert cluster.read_committed(out, 3) == [b"result-0", b"error-1", b"marker"]
 
+    def test_commit_opened_commits_the_early_transaction_once_and_only_with_its_own_records(
+            self, cluster: Cluster) -> None:
+        """The finish thread commits the transaction the loop opened the moment the audio is stored
+        (``commit_opened``); the loop's later commit naming the same record completes without producing
+        it again, even when another commit came in between; anything else leaves it to the loop."""
+        topic, out = cluster.topic(2), cluster.topic(1)
+        cluster.produce(topic, 0, [b"a0", b"a1", b"a2"])
+        cluster.produce(topic, 1, [b"b0"])
+        s, _ = joined(cluster, topic)
+        poll_until(lambda got: len(got) >= 4, s)
+        a0 = Out(out, b"a0", b"result-a0", [])
+        s.begin({(topic, 0): 1}, [a0])
+        s.commit_opened([Out(out, b"a0", b"result-a0", [])])  # an equal record, not the same one: ignored
+        s.commit_opened([a0])
+        assert poll_for(s, 0.2) == []  # (the in-memory session acts on it at the next call, as Kafka's own thread)
+        assert cluster.read_committed(out, 1) == [b"result-a0"]  # visible before the loop's commit
+        s.commit([Out(out, b"b0", b"result-b0", [])], {(topic, 1): 1})  # another job's, in between
+        s.abort_open()  # committed already: nothing to roll back
+        s.commit([a0], {(topic, 0): 1})  # the loop names it: nothing left to do
+        # Opened, then not stored as produced (its upload failed): the error outcome commits instead.
+        s.begin({(topic, 0): 2}, [Out(out, b"a1", b"success-a1", [])])
+        s.commit_opened([Out(out, b"a1", b"error-a1", [])])
+        s.commit([Out(out, b"a1", b"error-a1", [])], {(topic, 0): 2})
+        # Rolled back before the finish thread asked: nothing commits early.
+        a2 = Out(out, b"a2", b"result-a2", [])
+        s.begin({(topic, 0): 3}, [a2])
+        s.abort_open()
+        s.commit_opened([a2])
+        s.commit([Out(out, None, b"marker", [])], {(topic, 1): 1})
+        assert cluster.read_committed(out, 4) == [b"result-a0", b"result-b0", b"error-a1", b"marker"]
+        s.close()
+        s2, _ = joined(cluster, topic, "b")
+        assert [(r.partition, r.offset) for r in poll_until_one(s2)] == [(0, 2)]
+
     def test_an_early_transaction_rolled_back_or_not_covered_commits_nothing_of_it(self, cluster: Cluster) -> None:
         topic, out = cluster.topic(2), cluster.topic(1)
         cluster.produce(topic, 0, [b"a0", b"a1"])
