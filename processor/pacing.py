@@ -63,6 +63,7 @@ class InFlight:
     finish_remaining: float | None = None  # until the first finishing job is expected done (None: unknown)
     typical_job: float | None = None  # what a job has been taking lately (None: nothing known yet)
     finish_expected: float | None = None  # what encode + upload take lately, low-biased (None: unknown)
+    build_expected: float | None = None  # from leaving the GPU to its result built (encode), likewise
 
     @property
     def total(self) -> int:
@@ -157,5 +158,8 @@ def poll_timeout(f: InFlight, *, prefetch: int, outcomes_waiting: bool, intake_p
             # commit once stored. Waking at the job's end as well was one turn per request for nothing.
             wake = min(wake, remaining + f.finish_expected)
         else:
-            wake = min(wake, remaining)
+            # Alone: when it leaves the GPU its result is built (encode) and then goes into an early
+            # transaction (``Processor._begin_early``). Waking once it is built, not at the job's end
+            # and again a short poll later, is one turn per request less.
+            wake = min(wake, remaining + (f.build_expected or 0.0))
     return max(SHORT_POLL_SECONDS, wake)

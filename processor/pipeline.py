@@ -173,6 +173,7 @@ class Processor:
         self.gpu_started = 0.0  # when ``current`` went on the GPU (self.clock)
         self.job_length = pacing.JobLength()  # written by the GPU thread, read by the poll thread
         self.finish_length = pacing.JobLength()  # encode + upload seconds; written by the finish thread
+        self.build_length = pacing.JobLength()  # GPU end to result built (encode); the finish thread's too
         self.job_seconds = pacing.JobLength()  # synthesis seconds per request, whatever the text
         # Owned by the poll thread: when the oldest uncommitted outcome became ready; whether the last
         # poll returned a record (more may be queued right behind it); the job whose offsets an early
@@ -392,10 +393,11 @@ class Processor:
             if outcome is not None:
                 self._done.put((job, outcome))
 
-    @staticmethod
-    def _built(job: Job, outcome: Outcome) -> None:
+    def _built(self, job: Job, outcome: Outcome) -> None:
         """The finish thread built the job's result; its upload starts now (``_begin_early``)."""
         job.provisional = outcome
+        if "engine_end" in job.marks:
+            self.build_length.observe(time.perf_counter() - job.marks["engine_end"], 1)
 
     # ------------------------------------------------------------------ the checkpoint
 
@@ -612,7 +614,8 @@ class Processor:
         return pacing.InFlight(ahead=ahead, preparing=preparing, on_gpu=on_gpu, finishing=finishing,
                                gpu_elapsed=self.clock() - self.gpu_started, gpu_expected=expected,
                                finish_remaining=finish_remaining if finishing else None,
-                               typical_job=self.job_seconds.expected(1), finish_expected=expected_finish)
+                               typical_job=self.job_seconds.expected(1), finish_expected=expected_finish,
+                               build_expected=self.build_length.expected(1))
 
     def _poll_timeout(self) -> float:
         if self._early_wanted:

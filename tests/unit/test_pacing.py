@@ -101,6 +101,10 @@ def test_with_a_job_queued_behind_it_the_loop_sleeps_through_a_jobs_end_until_it
     assert poll_timeout(queued, prefetch=1, outcomes_waiting=False) == pytest.approx(0.108)
     alone = InFlight(on_gpu=True, gpu_elapsed=0.1, gpu_expected=0.2, finish_expected=0.008)
     assert poll_timeout(alone, prefetch=1, outcomes_waiting=False) == pytest.approx(0.1)
+    # Its result takes a moment to build after the GPU (encode): wake once it is built, for the early
+    # transaction, rather than at the job's end and again a short poll later.
+    built = InFlight(on_gpu=True, gpu_elapsed=0.1, gpu_expected=0.2, finish_expected=0.008, build_expected=0.0009)
+    assert poll_timeout(built, prefetch=1, outcomes_waiting=False) == pytest.approx(0.1009)
     # Nothing known yet of how long storing takes: the job's end, as before.
     assert poll_timeout(busy(0.1, expected=0.2, ahead=1), prefetch=1, outcomes_waiting=False) == pytest.approx(0.1)
     # Past its expected end it is watched as any overrunning job.
