@@ -182,8 +182,6 @@ class Processor:
         self._took_record = False
         self._early: Job | None = None
         self._early_at = 0.0
-        # The job whose early transaction was rolled back for taking too long: not opened again for it.
-        self._early_expired: Job | None = None
         # An idle worker's job is finishing and its result is not built yet: the loop looks again soon,
         # to put it in a transaction while the upload runs.
         self._early_wanted = False
@@ -432,8 +430,7 @@ class Processor:
         early = self._early
         if early is not None:
             if early.state == "dropped" or self.clock() - self._early_at > EARLY_TRANSACTION_MAX_SECONDS:
-                self._drop_early()
-                self._early_expired = early  # not opened again for it: it commits the ordinary way
+                self._drop_early()  # not opened again for it (``Job.early_opened``): it commits the ordinary way
             return
         if self._grace_deadline is not None:
             return
@@ -444,12 +441,13 @@ class Processor:
             # Only the partition's oldest uncommitted job: the transaction commits its offset as soon
             # as its audio is stored (``commit_opened``), so nothing before it may still be uncommitted.
             job = entries[0] if entries else None
-            if job is None or job.state != "finishing" or job is self._early_expired:
+            if job is None or job.state != "finishing" or job.early_opened:
                 continue
             if job.provisional is None:
                 self._early_wanted = True  # its result is being built (encode): look again in a moment
                 continue
             self._early, self._early_at = job, self.clock()
+            job.early_opened = True
             try:
                 self.session.begin({job.tp: job.offset + 1}, [job.provisional])
             except OutcomeRefused:

@@ -539,6 +539,8 @@ class KafkaSession:
 
     def _begin(self, gen: _Generation, offsets: dict[TP, int], records: tuple[OutRecord, ...],
                deadline: float) -> None:
+        if records and any(r is d for r in records for e in gen.committed_early for d in e[0]):
+            return  # committed already (commit_opened): never produced a second time
         try:
             if gen.open is None:
                 gen.producer.begin_transaction()

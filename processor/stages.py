@@ -90,6 +90,9 @@ class Job(Entry):
     fallback_used: bool = False  # its outcome was refused once and replaced by a stand-in
     # Its success result, built before the upload (``Stages.finish``): final only once stored.
     provisional: Outcome | None = None
+    # An early transaction was opened for it (``Processor._begin_early``): never a second one, whatever
+    # became of the first (rolled back, expired, or already committed by ``Session.commit_opened``).
+    early_opened: bool = False
     attempts: int = 1
     voice: LocalAudio | None = None
     emotion_audio: LocalAudio | None = None

@@ -258,6 +258,8 @@ class MemorySession:
             if self.broker.owner.get(tp) is not self:
                 self.opened, self.produced = None, ()
                 raise TransactionAborted(f"fenced: {tp} is not held by this member")
+        if records and any(r is d for r in records for e in self.committed_early for d in e[0]):
+            return  # committed already (commit_opened)
         self.opened = {**(self.opened or {}), **offsets}
         if records and not self.produced:
             self.produced = tuple(records)

@@ -180,6 +180,30 @@ def test_an_early_transaction_commits_with_the_result(tmp_path: Path) -> None:
     assert [x["request_id"] for x in r.results()] == ["a"]
 
 
+def test_a_job_gets_one_early_transaction_however_the_first_one_ended(tmp_path: Path) -> None:
+    """Another outcome commits while the early transaction waits for the upload: its commit does not
+    cover that transaction, which is rolled back. The job then commits the ordinary way; a second early
+    transaction for it could produce its result twice (after commit_opened) or hold the partition."""
+    r, _, clock = rig(tmp_path)
+    uploading, release = held_puts(r)
+    r.submit(["a"], partition=0)
+    r.start()
+    r.step_until(lambda: uploading.is_set() and r.session.opened is not None)
+    r.submit(["k"], partition=1, voice="s3://not-allowed/voice.wav")  # an error outcome at once, no upload
+    r.step_until(lambda: r.processor.ledger.committable(2) != [])
+    clock.now += 0.1  # past the batch window it waited in for the upload under way
+    r.step_until(lambda: r.committed(1) == 1)
+    assert r.session.opened is None and r.session.aborted_open == 1
+    for _ in range(20):
+        r.processor.run_once()
+    assert r.session.begins == 1 and r.session.opened is None
+    release.set()
+    r.step_until(lambda: r.committed(0) == 1)
+    r.stop()
+    assert r.session.begins == 1 and r.session.early_produced == 0
+    assert sorted((x["request_id"], x["status"]) for x in r.results()) == [("a", "success"), ("k", "error")]
+
+
 def held_puts(r: Rig) -> tuple[threading.Event, threading.Event]:
     """Every put waits for ``release``; ``uploading`` says one has started."""
     uploading, release = threading.Event(), threading.Event()
