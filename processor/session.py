@@ -115,6 +115,10 @@ class OutRecord(Protocol):
     def headers(self) -> list[tuple[str, bytes]]: ...
 
 
+# A transaction ``commit_opened`` committed: its records and offsets.
+EarlyCommit = tuple[tuple[OutRecord, ...], dict[TP, int]]
+
+
 class Rebalance(Protocol):
     """Called from inside ``poll`` on the poll thread, like librdkafka's rebalance callbacks."""
 
@@ -258,7 +262,7 @@ class _Generation:
         # What commit_opened() committed (records, offsets) and the loop's commit has not named yet; kept
         # until named, so that they are never produced again (a job dropped meanwhile never names its
         # own: only the last few are kept).
-        self.committed_early: list[tuple[tuple[OutRecord, ...], dict[TP, int]]] = []
+        self.committed_early: list[EarlyCommit] = []
 
 
 class KafkaSession:
@@ -593,15 +597,12 @@ class KafkaSession:
 
     def _commit(self, gen: _Generation, records: Sequence[OutRecord], offsets: dict[TP, int],
                 deadline: float) -> None:
-        named = [e for e in gen.committed_early if all(any(r is d for r in records) for d in e[0])]
-        if not named:
+        settled = settle_early(gen.committed_early, records, offsets)
+        if settled is None:
             self._commit_all(gen, records, offsets, deadline)
             return
         # commit_opened() committed some of these already: only the rest goes into this transaction.
-        gen.committed_early = [e for e in gen.committed_early if not any(e is n for n in named)]
-        done = [d for e in named for d in e[0]]
-        keep = [i for i, r in enumerate(records) if not any(r is d for d in done)]
-        offsets = {tp: off for tp, off in offsets.items() if not any(e[1].get(tp) == off for e in named)}
+        gen.committed_early, keep, offsets = settled
         if not keep and not offsets:
             return
         try:
@@ -703,6 +704,19 @@ class KafkaSession:
                     raise _Replace("abort_timeout", f"could not abort the transaction in time: {err}") from exc
                 time.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, deadline - self.clock())))
                 attempt += 1
+
+
+def settle_early(early: list[EarlyCommit], records: Sequence[OutRecord], offsets: dict[TP, int]
+                 ) -> tuple[list[EarlyCommit], list[int], dict[TP, int]] | None:
+    """What of a commit ``commit_opened`` did not commit already: the early commits it leaves unnamed,
+    the indices of the records left, the offsets left. None when it names none of them."""
+    named = [e for e in early if all(any(r is d for r in records) for d in e[0])]
+    if not named:
+        return None
+    done = [d for e in named for d in e[0]]
+    keep = [i for i, r in enumerate(records) if not any(r is d for d in done)]
+    left = {tp: off for tp, off in offsets.items() if not any(e[1].get(tp) == off for e in named)}
+    return [e for e in early if not any(e is n for n in named)], keep, left
 
 
 def _same(produced: tuple[OutRecord, ...], records: Sequence[OutRecord]) -> bool:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from processor.session import (
     TP,
+    EarlyCommit,
     FatalKafkaError,
     OutcomeRefused,
     OutRecord,
@@ -37,6 +38,7 @@ from processor.session import (
     Record,
     TransactionAborted,
     Watermarks,
+    settle_early,
 )
 
 # The longest an empty poll() sleeps, whatever its timeout: long enough to hand the GIL to the stage
@@ -137,7 +139,7 @@ class MemorySession:
         # commit_opened() asks from another thread; like KafkaSession's own call thread, this session
         # acts on it before the next call from the poll loop (``_settle``).
         self.early_asks: deque[tuple[OutRecord, ...]] = deque()
-        self.committed_early: list[tuple[tuple[OutRecord, ...], dict[TP, int]]] = []
+        self.committed_early: list[EarlyCommit] = []
         self.early_commits = 0
         self.aborted_open = 0
         self.txn_id: str | None = None
@@ -294,12 +296,9 @@ class MemorySession:
         self._settle()
         if self.replacing:
             raise TransactionAborted("the transactional producer is being replaced")
-        named = [e for e in self.committed_early if all(any(r is d for r in records) for d in e[0])]
-        if named:
-            self.committed_early = [e for e in self.committed_early if not any(e is n for n in named)]
-            done = [d for e in named for d in e[0]]
-            keep = [i for i, r in enumerate(records) if not any(r is d for d in done)]
-            offsets = {tp: off for tp, off in offsets.items() if not any(e[1].get(tp) == off for e in named)}
+        settled = settle_early(self.committed_early, records, offsets)
+        if settled is not None:
+            self.committed_early, keep, offsets = settled
             if not keep and not offsets:
                 return
             try:
