@@ -462,6 +462,12 @@ class KafkaSession:
 
     def commit(self, records: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
         """THE checkpoint: produce the outcomes and send the offsets in one transaction."""
+        # All of it committed early already (the usual case for an idle worker's job): nothing to ask
+        # the call thread. Read, not changed, from here: the call thread replaces that list whole, and
+        # an entry left named is never named again (each outcome commits once); it ages out.
+        settled = settle_early(self._gen.committed_early, records, offsets)
+        if settled is not None and not settled[1] and not settled[2]:
+            return
         deadline = self.clock() + self.budget + self.park_in_txn_seconds
         # The steps keep to ``deadline``; an abort after it gets half a budget more (``_abort``), and
         # librdkafka a quarter for its own overshoot.
