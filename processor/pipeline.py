@@ -381,7 +381,7 @@ class Processor:
             with tracing.stage(job.trace, "store") as span:
                 outcome = self.stages.finish(job, synth, built=functools.partial(self._built, job))
                 tracing.outcome(span, outcome)
-            if outcome is not None and outcome is job.provisional:
+            if outcome is not None and outcome is job.provisional and job.early_opened:
                 # Stored: if the loop opened a transaction with this very result in it (an idle worker,
                 # ``_begin_early``), it commits now, not when the loop next wakes (up to a short poll
                 # later, and its turn's work after that). The session ignores it otherwise.
