@@ -237,6 +237,7 @@ def child_main(config_path: Path) -> int:
     collected: list[dict[str, Any]] = []
     deadline = time.monotonic() + float(cfg["timeout"])
     cpu_at_end: dict[str, Any] = {}
+    cpu_after_first: dict[str, Any] = {}  # start-up and the first request's one-time costs end here
     timed_out = False
     turns = 0  # poll-loop turns (Processor.run_once calls)
 
@@ -277,6 +278,8 @@ def child_main(config_path: Path) -> int:
                 "status": o.status if o else "?", "error_code": o.error_code if o else "",
                 "attempts": j.attempts, "marks": dict(j.marks), "stage_seconds": dict(j.stage_seconds),
             })
+        if not cpu_after_first and collected:
+            cpu_after_first.update(snapshot_cpu())
         if len(collected) >= expected and not cpu_at_end:
             cpu_at_end.update(snapshot_cpu())  # before shutdown closes the clients and their threads
             cpu_at_end["turns"] = turns
@@ -323,6 +326,7 @@ def child_main(config_path: Path) -> int:
     out["cpu_threads_seconds"] = {k: round(v - cpu_start["threads"].get(k, 0.0), 4)
                                   for k, v in sorted(end["threads"].items(), key=lambda kv: -kv[1])}
     out["cpu_window_seconds"] = end["at"] - cpu_start["at"]
+    _after_first(out, cpu_after_first, end)
     out["poll_turns"] = end.get("turns", turns)
     if isinstance(getattr(engine, "held", None), list):
         out["engine_held_seconds"] = engine.held
@@ -333,15 +337,27 @@ def child_main(config_path: Path) -> int:
     os._exit(0)  # daemon stage threads and native clients need no orderly teardown here
 
 
+def _after_first(out: dict[str, Any], first: dict[str, Any], end: dict[str, Any]) -> None:
+    """CPU from the first request's commit to the last one's: the steady state, without start-up (group
+    join, transactions' set-up) and first-use costs (clients' lazy set-up, the reference download)."""
+    if first:
+        out["cpu_after_first_seconds"] = end["process"] - first["process"]
+        out["cpu_after_first_threads_seconds"] = {k: round(v - first["threads"].get(k, 0.0), 4)
+                                                  for k, v in end["threads"].items()}
+
+
 def _run_naive(cfg: dict[str, Any], engine: Any, out: dict[str, Any], snapshot_cpu: Any, deadline: float) -> int:
     """The comparison column: ``benchmarks.naive_loop`` in this process, measured like the processor."""
     from benchmarks import naive_loop
 
     expected = int(cfg["expected"])
     cpu_at_end: dict[str, Any] = {}
+    cpu_after_first: dict[str, Any] = {}
     timed_out = False
 
     def on_job(done: int) -> None:
+        if not cpu_after_first:
+            cpu_after_first.update(snapshot_cpu())
         if done >= expected and not cpu_at_end:
             cpu_at_end.update(snapshot_cpu())  # before close() leaves the group
 
@@ -371,6 +387,7 @@ def _run_naive(cfg: dict[str, Any], engine: Any, out: dict[str, Any], snapshot_c
     out["cpu_threads_seconds"] = {k: round(v - cpu_start["threads"].get(k, 0.0), 4)
                                   for k, v in sorted(end["threads"].items(), key=lambda kv: -kv[1])}
     out["cpu_window_seconds"] = end["at"] - cpu_start["at"]
+    _after_first(out, cpu_after_first, end)
     out["jobs"] = jobs
     Path(cfg["result_path"]).write_text(json.dumps(out))
     sys.stdout.flush()
@@ -455,6 +472,13 @@ def summarize(variant: Variant, raw: dict[str, Any]) -> dict[str, Any]:
             "processor_cores_mean": round(raw["cpu_seconds"] / raw["cpu_window_seconds"], 3)
             if raw.get("cpu_window_seconds") else None,
             "threads_seconds": raw.get("cpu_threads_seconds", {}),
+            # The first request's commit to the last one's, per request after the first.
+            "after_first_ms_per_request": round(raw["cpu_after_first_seconds"] * 1000 / (len(jobs) - 1), 2)
+            if "cpu_after_first_seconds" in raw and len(jobs) > 1 else None,
+            "after_first_threads_ms_per_request": {
+                k: round(v * 1000 / (len(jobs) - 1), 3)
+                for k, v in _grouped_threads(raw.get("cpu_after_first_threads_seconds", {})).items()}
+            if len(jobs) > 1 else {},
             "threads_ms_per_request": {k: round(v * 1000 / len(jobs), 3)
                                        for k, v in _grouped_threads(raw.get("cpu_threads_seconds", {})).items()},
         },
@@ -796,6 +820,7 @@ def table(result: dict[str, Any]) -> str:
         ("RSS MB before / peak of run", lambda v: f"{_fmt(v['rss_mb']['before_run'], 0)} / "
                                                    f"{_fmt(v['rss_mb']['peak_run'], 0)}"),
         ("processor CPU ms / request", lambda v: _fmt(v["cpu"]["processor_ms_per_request"])),
+        ("… after the first request", lambda v: _fmt(v["cpu"].get("after_first_ms_per_request"))),
         ("… of it: poll thread ms", lambda v: _fmt(v["cpu"]["threads_ms_per_request"].get("poll (main)"), 2)),
         ("poll-loop turns / request", lambda v: _fmt(v["poll_turns_per_request"])),
         ("Kafka+S3 JVM CPU s", lambda v: _fmt(sum(v.get("stack_cpu_seconds", {}).values()), 1)),
@@ -824,6 +849,7 @@ HEADLINE: dict[str, Callable[[dict[str, Any]], Any]] = {
     "pickup→result s p99": lambda v: v["pickup_to_result_s"]["p99"],
     "start-up stall ms": lambda v: v["startup_stall_ms"],
     "CPU ms / request": lambda v: v["cpu"]["processor_ms_per_request"],
+    "CPU ms / request after the first": lambda v: v["cpu"].get("after_first_ms_per_request"),
     "mean batch": lambda v: v["batch_size_mean"],
     "light send→visible ms p50": lambda v: v["light"]["send_to_visible_ms"]["p50"],
     "light send→visible ms p99": lambda v: v["light"]["send_to_visible_ms"]["p99"],
@@ -976,6 +1002,8 @@ def main(argv: list[str] | None = None) -> int:
             "rss_mb.peak_run": "VmHWM of the variant process, reset (clear_refs 5) right before Processor.run",
             "cpu.processor_ms_per_request": "user+sys CPU of the variant process from run start to last commit "
                                             "/ requests (includes the engine's own CPU for the real engine)",
+            "cpu.after_first_ms_per_request": "the same from the first request's commit to the last one's / "
+                                              "(requests - 1): without start-up and first-use costs",
         },
         "variants": {},
     }
