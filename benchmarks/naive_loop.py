@@ -45,6 +45,9 @@ class NaiveLoop:
                                        bucket=cfg["bucket"], access_key_id=cfg["s3_access_key"] or None,
                                        secret_access_key=cfg["s3_secret_key"] or None))
         self.codec = Codec("TtsRequest")
+        # Its client's one-time set-up (botocore's lazy loading, a connection) before the measurement,
+        # as the processor's storage.warm_up does.
+        self.s3.head_bucket(Bucket=cfg["bucket"])
 
     def run(self, *, on_tick: Callable[[], bool], on_job: Callable[[int], None] | None = None
             ) -> list[dict[str, Any]]:

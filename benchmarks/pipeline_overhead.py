@@ -304,8 +304,9 @@ def child_main(config_path: Path) -> int:
     events_producer = make_producer(plain_producer_config(settings.kafka, wid))
     session = KafkaSession(make_consumer({**consumer_config(settings.kafka, wid), **cfg["consumer_extra"]}),
                            make_producer(transactional_producer_config(settings.kafka, wid)))
-    processor = Processor(settings, engine, Storage(settings.s3), session, events_producer, codecs,
-                          on_commit=on_commit)
+    storage = Storage(settings.s3)
+    storage.warm_up(settings.s3.bucket)  # as the worker does at start-up (the naive loop warms its client too)
+    processor = Processor(settings, engine, storage, session, events_producer, codecs, on_commit=on_commit)
     processor_ref.append(processor)
     out["rss_before_run_kb"] = _status_kb("VmRSS")
     out["hwm_before_run_kb"] = _status_kb("VmHWM")

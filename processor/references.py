@@ -86,11 +86,9 @@ class ReferenceCache:
     def fetch(self, loc: S3Location, *, check_bucket: bool = True) -> LocalAudio:
         if check_bucket and loc.bucket not in self.settings.allowed():
             raise TtsError(ErrorCode.BUCKET_NOT_ALLOWED, f"bucket '{loc.bucket}' is not in S3_ALLOWED_BUCKETS")
-        with self._lock:
-            recent = self._checked.get((loc.bucket, loc.key))
-            if (recent is not None and self.clock() - recent[0] < self.settings.reference_revalidate_seconds
-                    and recent[1].path.exists()):
-                return recent[1]
+        recent = self.recent(loc)
+        if recent is not None:
+            return recent
         checked_at = self.clock()
         self.etag_checks += 1
         etag = self.storage.etag(loc.bucket, loc.key)
@@ -114,6 +112,16 @@ class ReferenceCache:
                 self._by_etag.popitem(last=False)
             self._remember_check(loc, checked_at, local)
         return local
+
+    def recent(self, loc: S3Location) -> LocalAudio | None:
+        """The local copy of a clip checked within S3_REFERENCE_REVALIDATE_SECONDS, if any: what
+        ``fetch`` returns without a storage call (the bucket is not checked here)."""
+        with self._lock:
+            recent = self._checked.get((loc.bucket, loc.key))
+            if (recent is not None and self.clock() - recent[0] < self.settings.reference_revalidate_seconds
+                    and recent[1].path.exists()):
+                return recent[1]
+        return None
 
     def _remember_check(self, loc: S3Location, checked_at: float, local: LocalAudio) -> None:
         self._checked[(loc.bucket, loc.key)] = (checked_at, local)

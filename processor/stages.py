@@ -190,10 +190,46 @@ class Stages:
             return None
         except Exception as exc:  # noqa: BLE001 (one request's failure, whatever it is, becomes its error outcome)
             return self.error(job, exc)
+        self._prepared(job, t0)
+        return None
+
+    def prepare_cached(self, job: Job) -> bool:
+        """``prepare`` when it needs no storage call: every clip the request names was checked lately
+        (``ReferenceCache.recent``; a preset from a fresh listing). True when the job is ready for the
+        GPU; False (nothing done) leaves it to ``prepare``, which also turns any problem into the
+        request's error outcome. Cheap enough for the poll thread: a few dict lookups and a stat."""
+        req = job.request
+        if job.pending_dead_letter is not None or req is None or unavailable(req.output_spec) is not None:
+            return False
+        try:
+            self.check_expiry(req)
+            voice = self._recent(req.voice_location, preset=req.voice)
+            emotion = None
+            if req.emotion_reference is not None:
+                emotion = self._recent(parse_s3_uri(req.emotion_reference))
+                if emotion is None:
+                    return False
+        except TtsError:
+            return False
+        if voice is None:
+            return False
+        t0 = time.perf_counter()
+        job.started = self.clock()
+        job.voice, job.emotion_audio = voice, emotion
+        self._prepared(job, t0)
+        return True
+
+    def _recent(self, loc: S3Location | None, *, preset: str = "") -> LocalAudio | None:
+        if loc is None:
+            found = self.voices.cached(preset)
+            return None if found is None else self.references.recent(found.reference)
+        return self.references.recent(loc) if loc.bucket in self.s.s3.allowed() else None
+
+    @staticmethod
+    def _prepared(job: Job, t0: float) -> None:
         job.marks["prepared"] = time.perf_counter()
         job.stage_seconds["download"] = job.marks["prepared"] - t0
         metrics.STAGE_SECONDS.labels("download").observe(job.stage_seconds["download"])
-        return None
 
     def synthesize(self, job: Job) -> Synthesized | Outcome | None:
         req = job.request

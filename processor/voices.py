@@ -60,6 +60,13 @@ class VoiceCatalog:
             raise TtsError(ErrorCode.UNKNOWN_VOICE, f"no voice preset named '{name}'")
         return preset
 
+    def cached(self, name: str) -> VoicePreset | None:
+        """The preset as last listed, if that listing is still fresh; never a storage call."""
+        with self._lock:
+            if time.monotonic() - self._at <= self.ttl:
+                return self._cached.get(name)
+        return None
+
     def add(self, name: str, audio: bytes, *, suffix: str = ".wav", description: str = "",
             language: str = "", gender: str = "") -> VoicePreset:
         check_audio(audio, f"voice '{name}'")

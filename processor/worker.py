@@ -1,8 +1,9 @@
 """`tts-processor run`: wire settings → engine → clients → Processor, and run one group member.
 
 Start-up order matters: the HTTP probes come up first (live, not ready), the model loads and runs
-one warm-up synthesis, and only then does the consumer subscribe, so a member never holds
-partitions it cannot serve.
+one warm-up synthesis, the storage clients make their first call (``Storage.warm_up``), and only
+then does the consumer subscribe, so a member never holds partitions it cannot serve and its first
+request pays for no one-time set-up.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def run_worker(settings: Settings) -> int:
 
     session = KafkaSession.connect(settings.kafka, w.id, budget_seconds=w.kafka_call_budget(),
                                    park_in_txn_seconds=w.test_park_in_txn_seconds)
-    processor = Processor(settings, engine, Storage(settings.s3), session, events_producer, codecs)
+    storage = Storage(settings.s3)
+    storage.warm_up(settings.s3.bucket)  # before the first request, not in it
+    processor = Processor(settings, engine, storage, session, events_producer, codecs)
     state.processor = processor
     state.status = "ready"
     # Its own thread: listing voice presets reads S3, which must never hold up the poll loop.

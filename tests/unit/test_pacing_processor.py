@@ -15,7 +15,7 @@ from processor.engine.base import ProgressCallback, SynthesisSpec, Synthesized
 from processor.errors import ErrorCode, TtsError
 from processor.pacing import INTAKE_LEAD_SECONDS
 from processor.pipeline import EARLY_TRANSACTION_MAX_SECONDS, FLIGHT_STALE_SECONDS
-from tests.support.rig import Rig
+from tests.support.rig import BUCKET, Rig
 from tests.support.tone_engine import ToneEngine
 
 
@@ -350,3 +350,62 @@ def test_an_idle_loop_ticks_well_within_a_short_liveness_limit(tmp_path: Path) -
     short.processor.run_once()
     assert short.processor._poll_timeout() == 0.25
     short.stop()
+
+
+def test_a_request_whose_clips_are_cached_goes_to_the_idle_gpu_from_the_poll_thread(tmp_path: Path) -> None:
+    """Nothing to download: the poll thread hands the request to the idle GPU itself, and counts it as
+    on the GPU at once (no short poll to notice a hand-off). A request that needs a download, and one
+    that would overtake work already taken, still go through the prepare thread."""
+    r, engine, _ = rig(tmp_path)
+    prepared: list[str] = []
+    real = r.processor.stages.prepare
+
+    def spy(job: Any) -> Any:
+        prepared.append(job.request.request_id)
+        return real(job)
+
+    r.processor.stages.prepare = spy  # type: ignore[method-assign]
+    r.submit(["first"], partition=0)
+    r.start()
+    r.step_until(lambda: r.committed(0) == 1)
+    assert prepared == ["first"]  # its voice clip is downloaded on the prepare thread
+    r.processor.job_length.per_char = 0.03  # as if learned: 0.51 s per request of this length
+    r.submit(["second"], partition=0, text="HOLD twelve chars")
+    try:
+        r.step_until(lambda: r.processor.ledger.in_flight() == 1)
+        # On the GPU as far as the loop's timing goes, whether or not the GPU thread has run yet:
+        # it sleeps to the job's end instead of polling short for a prepare step.
+        assert r.processor._poll_timeout() > 0.4
+        assert engine.holding.wait(5)
+        assert prepared == ["first"]
+        r.submit(["third"], partition=1, text="HOLD twelve chars")  # the GPU is busy: queued the usual way
+        r.step_until(lambda: prepared == ["first", "third"])
+    finally:
+        engine.release.set()
+    r.step_until(lambda: r.committed(0) == 2 and r.committed(1) == 1)
+    r.stop()
+    assert r.answered() == {"first": 1, "second": 1, "third": 1}
+
+
+def test_a_request_naming_a_clip_not_checked_lately_is_left_to_the_prepare_thread(tmp_path: Path) -> None:
+    """The poll thread's short cut never makes a storage call: a request whose voice is cached but whose
+    emotion clip was never checked goes to the prepare thread, whose check finds it missing and turns
+    that into the request's error outcome, as before."""
+    r, _, _ = rig(tmp_path)
+    prepared: list[str] = []
+    real = r.processor.stages.prepare
+
+    def spy(job: Any) -> Any:
+        prepared.append(job.request.request_id)
+        return real(job)
+
+    r.processor.stages.prepare = spy  # type: ignore[method-assign]
+    r.submit(["warm"], partition=0)
+    r.start()
+    r.step_until(lambda: r.committed(0) == 1)
+    r.submit(["angry"], partition=0, emotion_reference=f"s3://{BUCKET}/missing-angry.wav")
+    r.step_until(lambda: r.committed(0) == 2)
+    r.stop()
+    assert prepared == ["warm", "angry"]
+    angry = [x for x in r.results() if x["request_id"] == "angry"]
+    assert [x["error_code"] for x in angry] == [ErrorCode.REFERENCE_NOT_FOUND.value]

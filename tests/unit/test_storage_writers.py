@@ -47,6 +47,21 @@ class _S3:
                 self.end_headers()
                 self.wfile.write(doc)
 
+            def do_HEAD(self) -> None:  # nothing is stored here: every object is missing
+                self._missing(b"")
+
+            def do_GET(self) -> None:
+                self._missing(b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>NoSuchKey</Code>"
+                              b"<Message>m</Message></Error>")
+
+            def _missing(self, doc: bytes) -> None:
+                outer.requests.append({"method": self.command, "path": urllib.parse.unquote(self.path),
+                                       "headers": dict(self.headers), "body": b""})
+                self.send_response(404)
+                self.send_header("Content-Length", str(len(doc)))
+                self.end_headers()
+                self.wfile.write(doc)
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -126,3 +141,38 @@ def test_a_write_to_nothing_listening_is_a_retriable_outage(writer: str) -> None
     assert info.value.code is ErrorCode.STORAGE_ERROR and info.value.retriable
     assert "unreachable" in info.value.message
     assert SECRET not in info.value.message
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_warm_up_calls_each_path_once_before_any_request(s3: _S3, writer: str, caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    """The read path (boto3: a HEAD and a GET, as a reference check and download) and the write path
+    (obstore, when it writes) make their first calls at start-up, of a key that need not exist."""
+    s3.status, s3.code = 200, ""
+    st = _storage(s3.endpoint, writer)
+    before = len(s3.requests)
+    with caplog.at_level("WARNING", logger="processor.storage"):
+        st.warm_up("out")
+    assert not caplog.records  # a missing key is the expected answer, not a problem
+    calls = [(r.get("method"), r["path"]) for r in s3.requests[before:]]
+    key = "/out/.tts-processor-warm-up"
+    assert calls == [("HEAD", key), ("GET", key)] + ([("HEAD", key)] if writer == "obstore" else [])
+    st.put("out", "tts/after.wav", b"x", content_type="audio/wav", metadata={})
+    assert s3.requests[-1]["path"] == "/out/tts/after.wav"
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_warm_up_of_unreachable_storage_only_logs(writer: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Storage that is down at start-up may be up by the first request: the worker starts anyway, and
+    the first request reports the outage as its own retriable error."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    st = Storage(S3Settings(endpoint_url=f"http://127.0.0.1:{port}", access_key_id=KEY_ID, secret_access_key=SECRET,
+                            writer=writer, connect_timeout_seconds=1, read_timeout_seconds=1,
+                            call_timeout_seconds=3))
+    with caplog.at_level("WARNING", logger="processor.storage"):
+        st.warm_up("out")
+    assert any("storage warm-up" in r.getMessage() and "unreachable" in r.getMessage() for r in caplog.records)
+    assert SECRET not in caplog.text and KEY_ID not in caplog.text
