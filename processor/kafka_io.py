@@ -35,7 +35,9 @@ def consumer_config(k: KafkaSettings, worker_id: str, error_cb: Callable[[KafkaE
         "max.poll.interval.ms": k.max_poll_interval_ms,
         # Requests are small and each takes seconds of GPU: don't prefetch thousands we may give away.
         "queued.max.messages.kbytes": 1024,
-        "fetch.wait.max.ms": 100,
+        # fetch.wait.max.ms stays at librdkafka's 500: an idle worker fetches twice a second, not ten
+        # times. Pausing keeps paused partitions in the fetch (``KafkaSession.pause``), so a resume
+        # rarely waits for a fetch the broker holds.
     }
     if k.group_protocol == "consumer":
         # KIP-848: assignment is computed by the broker; the classic-only knobs are rejected.

@@ -6,9 +6,9 @@ on the GPU, a clock), so a test drives them with numbers instead of sleeps:
 - **Intake, just in time.** A request is taken ahead of the GPU only when the job on the GPU is
   expected to end within ``lead`` seconds (or its length is unknown, or the GPU is idle), and at most
   ``prefetch`` of them. The lead covers what happens between resume() and the next job being ready
-  for the GPU: the re-fetch (~1 ms since ``kafka_io.resume_fetching`` wakes librdkafka's fetcher; up
-  to ``fetch.wait.max.ms`` when a fetch for an empty partition is still in flight), decode, and the
-  prepare step. So a request waits behind at most one job, and the GPU still never waits for intake.
+  for the GPU: the next record (usually fetched already and held by the session, ``KafkaSession.pause``;
+  after a real pause a re-fetch, ~1 ms since ``kafka_io.resume_fetching`` wakes librdkafka's fetcher),
+  decode, and the prepare step. So a request waits behind at most one job, and the GPU still never waits for intake.
 - **Commit as soon as nothing else is worth waiting for.** Finished outcomes wait for company in one
   transaction only while more are about to be ready (a record was just taken and more may be queued
   behind it, or an upload is under way), and never longer than the batch window. A lone result
@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# Between resume() and a prepared job: the re-fetch, decode, the reference check. Generous, so that a
-# fetch still held by the broker for an empty partition (fetch.wait.max.ms, 100 ms) rarely costs GPU time.
+# Between resume() and a prepared job: the next record, decode, the reference check. Generous: a record
+# that was not fetched yet can wait behind a fetch the broker holds for partitions with nothing new.
 INTAKE_LEAD_SECONDS = 0.12
 # The most requests ever held ahead of the GPU (very short jobs).
 MAX_AHEAD = 16

@@ -30,6 +30,7 @@ so the fake cannot drift from Kafka.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -56,6 +57,13 @@ from processor.kafka_io import (
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+# A paused partition stays in librdkafka's fetch until this much of it is held here
+# (``KafkaSession.pause``); it is fetched again once the hold is down to half of it, so that the
+# re-fetch has what is left to cover it, even when it waits behind a fetch the broker holds for
+# fetch.wait.max.ms (500 ms: 64 jobs of 10 ms cover it).
+HOLD_MAX_RECORDS = 128
+HOLD_MAX_BYTES = 8 * 1024 * 1024
 
 
 class TransactionAborted(Exception):
@@ -278,6 +286,12 @@ class KafkaSession:
         self._listener: Rebalance | None = None
         self._last_error: tuple[float, str] | None = None
         self._last_taken: tuple[str, int, int] | None = None  # the last record poll() returned: its next offset
+        # Pausing (see ``pause``): partitions the application paused, those paused in librdkafka too,
+        # and what was fetched of them meanwhile, in offset order, with its size.
+        self._held: set[TP] = set()
+        self._hard: set[TP] = set()
+        self._holding: dict[TP, collections.deque[Record]] = {}
+        self._holding_bytes: dict[TP, int] = {}
         self._gen = _Generation(producer, 0)
         # Builds a producer with the same configuration (transactional.id): without it, no replacement.
         self._new_producer = new_producer
@@ -322,33 +336,92 @@ class KafkaSession:
     def poll(self, timeout: float) -> Record | None:
         if self._fatal is not None:  # a replacement failed: this worker can no longer commit
             raise FatalKafkaError(self._fatal)
-        msg: Message | None = self.consumer.poll(timeout)
-        if msg is None:
-            return None
-        err = msg.error()
-        if err is not None:
-            if err.fatal():
-                raise FatalKafkaError(f"consumer: {err}")
-            if err.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", err)
-                self._last_error = (self.clock(), err.str())
-            return None
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic is not None and partition is not None and offset is not None
-        self._last_taken = (topic, partition, offset + 1)
-        headers, headers_problem = read_headers(msg)  # never msg.headers() directly: see processor.headers
-        value = msg.value()
-        key = msg.key()
-        return Record(topic, partition, offset, key if isinstance(key, bytes | None) else key.encode(),
-                      value if isinstance(value, bytes | None) else value.encode(), headers, headers_problem)
+        held = self._release()
+        if held is not None:
+            return held
+        deadline = time.monotonic() + timeout
+        while True:
+            msg: Message | None = self.consumer.poll(timeout)
+            if msg is None:
+                return None
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise FatalKafkaError(f"consumer: {err}")
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                    self._last_error = (self.clock(), err.str())
+                return None
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None
+            headers, headers_problem = read_headers(msg)  # never msg.headers() directly: see processor.headers
+            value = msg.value()
+            key = msg.key()
+            record = Record(topic, partition, offset, key if isinstance(key, bytes | None) else key.encode(),
+                            value if isinstance(value, bytes | None) else value.encode(), headers, headers_problem)
+            tp = (topic, partition)
+            if tp in self._held or self._holding.get(tp):
+                self._hold(record)  # behind what is held of it already: offset order is kept
+                held = self._release()
+                if held is not None:
+                    return held
+                # On with what is left of the wait; with none left, until librdkafka has nothing more
+                # queued (no more than a hold's worth: a full hold pauses the partition).
+                timeout = max(0.0, deadline - time.monotonic())
+                continue
+            self._last_taken = (topic, partition, offset + 1)
+            return record
 
     def pause(self, tps: list[TP]) -> None:
-        if tps:
-            self._quietly("pause", self.consumer.pause, tps)
+        """Deliver nothing more of ``tps`` until ``resume``. librdkafka keeps fetching them, and what it
+        fetches is held here; only once a partition's hold is full (``HOLD_MAX_RECORDS``) is it paused in
+        librdkafka too. A resume is then served from the hold at once. A real pause costs a re-fetch
+        after the resume, and that fetch can wait behind one the broker holds for fetch.wait.max.ms for
+        the partitions that have nothing new (one fetch per broker at a time): that is what kept the
+        wait at 100 ms, ten empty fetches a second on an idle worker, before."""
+        self._held.update(tps)
 
     def resume(self, tps: list[TP]) -> None:
-        if tps:  # resume_fetching: fetched at once, not at librdkafka's next idle tick (up to 1 s later)
-            self._quietly("resume", lambda parts: resume_fetching(self.consumer, parts), tps)
+        self._held.difference_update(tps)
+        self._refetch([tp for tp in tps if tp in self._hard])
+
+    def _refetch(self, tps: list[TP]) -> None:
+        """Resume in librdkafka those of ``tps`` whose hold is down to half."""
+        low = [tp for tp in tps if len(self._holding.get(tp, ())) < HOLD_MAX_RECORDS // 2
+               and self._holding_bytes.get(tp, 0) < HOLD_MAX_BYTES // 2]
+        if low:  # resume_fetching: fetched at once, not at librdkafka's next idle tick (up to 1 s later)
+            self._hard.difference_update(low)
+            self._quietly("resume", lambda parts: resume_fetching(self.consumer, parts), low)
+
+    def _hold(self, record: Record) -> None:
+        tp = record.tp
+        self._holding.setdefault(tp, collections.deque()).append(record)
+        size = self._holding_bytes[tp] = self._holding_bytes.get(tp, 0) + len(record.value or b"")
+        # librdkafka's pause drops what it fetched beyond this; resume_fetching re-fetches from the
+        # position, which is right after the last record held here.
+        if (tp not in self._hard and (len(self._holding[tp]) >= HOLD_MAX_RECORDS or size >= HOLD_MAX_BYTES)
+                and self._quietly("pause", self.consumer.pause, [tp])):
+            self._hard.add(tp)
+
+    def _release(self) -> Record | None:
+        """The oldest record held of a partition that is no longer paused, if any."""
+        for tp, records in self._holding.items():
+            if tp not in self._held and records:
+                record = records.popleft()
+                self._holding_bytes[tp] -= len(record.value or b"")
+                if not records:
+                    del self._holding[tp], self._holding_bytes[tp]
+                self._last_taken = (record.topic, record.partition, record.offset + 1)
+                if tp in self._hard:
+                    self._refetch([tp])
+                return record
+        return None
+
+    def _drop_held(self, tps: list[TP]) -> None:
+        """Forget what is held of ``tps`` (revoked, lost or rewound: fetched again from elsewhere)."""
+        for tp in tps:
+            self._holding.pop(tp, None)
+            self._holding_bytes.pop(tp, None)
 
     def _quietly(self, what: str, call: Callable[[list[TopicPartition]], None], tps: list[TP]) -> bool:
         # Mid-rebalance a partition can be on its way out: librdkafka says _STATE or
@@ -364,17 +437,23 @@ class KafkaSession:
         assert self._listener is not None
         self._listener.on_assign(_tps(partitions))
 
+    # A pause (``_held``, ``_hard``) outlives a revoke and re-assign, as librdkafka's own does; what was
+    # held belongs to the assignment that ends: the next owner, or this one again, starts from the
+    # committed offset.
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._listener is not None
+        self._drop_held(_tps(partitions))
         self._listener.on_revoke(_tps(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._listener is not None
+        self._drop_held(_tps(partitions))
         self._listener.on_lost(_tps(partitions))
 
     def seek_to_committed(self, tps: list[TP]) -> list[TP]:
         if not tps:
             return []
+        self._drop_held(tps)
         if self.replacing:
             # Until the new producer has fenced the old one, the committed offsets are not final: the
             # set-aside producer's transaction may still commit. Redoing from them could duplicate.
@@ -417,6 +496,8 @@ class KafkaSession:
     def waiting(self, tps: list[TP]) -> bool:
         # The high watermark of the last fetch response against the position the application reached.
         # A partition nothing was taken from yet has no position: waiting unless it is empty.
+        if any(self._holding.get(tp) for tp in tps):
+            return True
         last = self._last_taken
         try:
             if last is not None and (last[0], last[1]) in tps:
