@@ -13,7 +13,7 @@ from typing import Any
 from processor.audio import encoder_problems
 from processor.engine.base import ProgressCallback, SynthesisSpec, Synthesized
 from processor.errors import ErrorCode, TtsError
-from processor.pacing import INTAKE_LEAD_SECONDS
+from processor.pacing import INTAKE_LEAD_SECONDS, SHORT_POLL_SECONDS
 from processor.pipeline import EARLY_TRANSACTION_MAX_SECONDS, FLIGHT_STALE_SECONDS
 from tests.support.rig import BUCKET, Rig
 from tests.support.tone_engine import ToneEngine
@@ -352,11 +352,13 @@ def test_an_idle_loop_ticks_well_within_a_short_liveness_limit(tmp_path: Path) -
     short.stop()
 
 
-def test_a_request_whose_clips_are_cached_goes_to_the_idle_gpu_from_the_poll_thread(tmp_path: Path) -> None:
-    """Nothing to download: the poll thread hands the request to the idle GPU itself, and counts it as
-    on the GPU at once (no short poll to notice a hand-off). A request that needs a download, and one
-    that would overtake work already taken, still go through the prepare thread."""
-    r, engine, _ = rig(tmp_path)
+def test_a_request_whose_clips_are_cached_goes_to_the_gpu_from_the_poll_thread(tmp_path: Path) -> None:
+    """Nothing to download: the poll thread puts the request on the GPU queue itself. To an idle GPU it
+    counts as on the GPU at once, and to a busy one as prepared (no short poll to notice a prepare
+    step either way). A request that needs a download goes through the prepare thread, and so does
+    one taken behind it, which must not overtake it."""
+    r, engine, _ = rig(tmp_path, prefetch=2)
+    r.storage.objects[(BUCKET, "other.wav")] = r.storage.objects[(BUCKET, "voice.wav")]
     prepared: list[str] = []
     real = r.processor.stages.prepare
 
@@ -377,14 +379,27 @@ def test_a_request_whose_clips_are_cached_goes_to_the_idle_gpu_from_the_poll_thr
         # it sleeps to the job's end instead of polling short for a prepare step.
         assert r.processor._poll_timeout() > 0.4
         assert engine.holding.wait(5)
+        r.submit(["third"], partition=1, text="HOLD twelve chars")  # the GPU is busy: it waits, prepared
+        r.step_until(lambda: r.processor.ledger.in_flight() == 2)
+        assert r.processor._poll_timeout() > SHORT_POLL_SECONDS
         assert prepared == ["first"]
-        r.submit(["third"], partition=1, text="HOLD twelve chars")  # the GPU is busy: queued the usual way
-        r.step_until(lambda: prepared == ["first", "third"])
     finally:
         engine.release.set()
     r.step_until(lambda: r.committed(0) == 2 and r.committed(1) == 1)
+    engine.release.clear()
+    engine.holding.clear()
+    r.processor.job_length.per_char = 1e-4  # the next job is due to end at once: intake stays open
+    r.submit(["held"], partition=0, text="HOLD twelve chars")
+    try:
+        r.step_until(engine.holding.is_set)
+        r.submit(["fresh"], partition=1, voice=f"s3://{BUCKET}/other.wav", text="HOLD twelve chars")
+        r.submit(["behind"], partition=1, text="HOLD twelve chars")
+        r.step_until(lambda: prepared[-2:] == ["fresh", "behind"])  # "behind" did not overtake "fresh"
+    finally:
+        engine.release.set()
+    r.step_until(lambda: r.committed(0) == 3 and r.committed(1) == 3)
     r.stop()
-    assert r.answered() == {"first": 1, "second": 1, "third": 1}
+    assert r.answered() == dict.fromkeys(["first", "second", "third", "held", "fresh", "behind"], 1)
 
 
 def test_a_request_naming_a_clip_not_checked_lately_is_left_to_the_prepare_thread(tmp_path: Path) -> None:
