@@ -352,13 +352,8 @@ def test_an_idle_loop_ticks_well_within_a_short_liveness_limit(tmp_path: Path) -
     short.stop()
 
 
-def test_a_request_whose_clips_are_cached_goes_to_the_gpu_from_the_poll_thread(tmp_path: Path) -> None:
-    """Nothing to download: the poll thread puts the request on the GPU queue itself. To an idle GPU it
-    counts as on the GPU at once, and to a busy one as prepared (no short poll to notice a prepare
-    step either way). A request that needs a download goes through the prepare thread, and so does
-    one taken behind it, which must not overtake it."""
-    r, engine, _ = rig(tmp_path, prefetch=2)
-    r.storage.objects[(BUCKET, "other.wav")] = r.storage.objects[(BUCKET, "voice.wav")]
+def prepared_by_the_prepare_thread(r: Rig) -> list[str]:
+    """The request ids the prepare thread prepares, in order, from now on."""
     prepared: list[str] = []
     real = r.processor.stages.prepare
 
@@ -367,6 +362,17 @@ def test_a_request_whose_clips_are_cached_goes_to_the_gpu_from_the_poll_thread(t
         return real(job)
 
     r.processor.stages.prepare = spy  # type: ignore[method-assign]
+    return prepared
+
+
+def test_a_request_whose_clips_are_cached_goes_to_the_gpu_from_the_poll_thread(tmp_path: Path) -> None:
+    """Nothing to download: the poll thread puts the request on the GPU queue itself. To an idle GPU it
+    counts as on the GPU at once, and to a busy one as prepared (no short poll to notice a prepare
+    step either way). A request that needs a download goes through the prepare thread, and so does
+    one taken behind it, which must not overtake it."""
+    r, engine, _ = rig(tmp_path, prefetch=2)
+    r.storage.objects[(BUCKET, "other.wav")] = r.storage.objects[(BUCKET, "voice.wav")]
+    prepared = prepared_by_the_prepare_thread(r)
     r.submit(["first"], partition=0)
     r.start()
     r.step_until(lambda: r.committed(0) == 1)
@@ -407,14 +413,7 @@ def test_a_request_naming_a_clip_not_checked_lately_is_left_to_the_prepare_threa
     emotion clip was never checked goes to the prepare thread, whose check finds it missing and turns
     that into the request's error outcome, as before."""
     r, _, _ = rig(tmp_path)
-    prepared: list[str] = []
-    real = r.processor.stages.prepare
-
-    def spy(job: Any) -> Any:
-        prepared.append(job.request.request_id)
-        return real(job)
-
-    r.processor.stages.prepare = spy  # type: ignore[method-assign]
+    prepared = prepared_by_the_prepare_thread(r)
     r.submit(["warm"], partition=0)
     r.start()
     r.step_until(lambda: r.committed(0) == 1)
