@@ -554,7 +554,15 @@ class Processor:
 
     def _replace_refused(self, jobs: list[Job], refused: dict[int, str]) -> bool:
         """Put a small stand-in in place of each outcome the broker refused for good. False when a
-        stand-in itself was refused: then nothing smaller exists, and the batch is redone instead."""
+        stand-in itself was refused: then nothing smaller exists, and the batch is redone instead.
+
+        The broker refuses a produce batch as a whole (its size against the topic's
+        max.message.bytes), so outcomes sent together are refused together even when one alone is
+        too large. Of several refused at once only the largest is replaced; the others go again
+        with its stand-in, and one still refused alone is replaced then."""
+        if len(refused) > 1:
+            largest = max(refused, key=lambda i: len(getattr(jobs[i].outcome, "value", b"")))
+            refused = {largest: refused[largest]}
         for index, why in refused.items():
             job = jobs[index]
             if job.fallback_used:

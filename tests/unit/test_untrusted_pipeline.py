@@ -5,7 +5,9 @@ The bad-input corpus (tests/integration/test_bad_input.py) checks the same again
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from processor.errors import ErrorCode
 from processor.health import WorkerState
 from processor.request import outcome_id
 from tests.support.rig import BUCKET, ManualClock, Rig
@@ -93,3 +95,24 @@ def test_issue11_defect6_liveness_sees_work_that_never_commits(tmp_path: Path) -
     assert rig.processor.snapshot.progress_at is not None and rig.processor.snapshot.progress_at > t0 + 0.2
     assert state.live() == (True, "ok")
     rig.stop()
+
+
+def test_outcomes_refused_together_as_one_batch_replace_only_the_one_too_large(tmp_path: Path) -> None:
+    """A broker refuses a produce batch as a whole when it outgrows the topic's max.message.bytes: an
+    outcome that fits goes down with one that does not. Only the largest is replaced by a stand-in;
+    the other commits as it was (it used to be replaced too, and lost its request id)."""
+    rig = Rig(tmp_path)
+    limit = 1400
+
+    def refused_as_a_batch(records: Any) -> dict[int, str]:
+        total = sum(len(r.value) for r in records)
+        return {i: "MSG_SIZE_TOO_LARGE" for i in range(len(records))} if total > limit else {}
+
+    rig.session._refused = refused_as_a_batch  # type: ignore[method-assign]
+    rig.submit(["big"], workflow_id="w" * 256, stage_name="s" * 256, emotion_text="x" * 1000)
+    rig.submit(["small"], text="")
+    rig.start()
+    rig.step_until(lambda: rig.committed(0) == 2, timeout=60)
+    rig.stop()
+    codes = {r["request_id"]: r["error_code"] for r in rig.results()}
+    assert codes == {"big": ErrorCode.OUTCOME_TOO_LARGE.value, "small": ErrorCode.INVALID_REQUEST.value}
